@@ -1,0 +1,190 @@
+//! The hub's limits and options, with their defaults, and the builder that sets them.
+
+use std::time::Duration;
+
+use crate::envelope::FieldLimits;
+use crate::hub::Hub;
+use crate::routing::EmptyRecipients;
+
+/// Which `Origin` headers may open a socket (PROTOCOL.md §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OriginPolicy {
+    /// No `Origin` header, or one whose host and port are the request's `Host`.
+    SameHost,
+    /// The listed origins (`scheme://host[:port]`, compared case-insensitively), or no `Origin`.
+    List(Vec<String>),
+    Any,
+}
+
+/// A per-connection message rate: `per_second` on average, with bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RateLimit {
+    pub(crate) per_second: f64,
+    pub(crate) burst: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_message_size: usize,
+    pub(crate) max_publish_body: usize,
+    pub(crate) outbound_queue: usize,
+    pub(crate) ping_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) empty_recipients: EmptyRecipients,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) fields: FieldLimits,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            max_publish_body: 1024 * 1024,
+            outbound_queue: 256,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 100_000,
+            rate_limit: None,
+            empty_recipients: EmptyRecipients::DefaultGroup,
+            origins: OriginPolicy::SameHost,
+            fields: FieldLimits::default(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Sets a [`Hub`]'s limits and options; every one has a default.
+///
+/// | option | default |
+/// |---|---|
+/// | [`max_message_size`](Self::max_message_size) | 64 KiB |
+/// | [`max_publish_body`](Self::max_publish_body) | 1 MiB |
+/// | [`outbound_queue`](Self::outbound_queue) | 256 messages per connection |
+/// | [`ping_interval`](Self::ping_interval) | 25 s |
+/// | [`idle_timeout`](Self::idle_timeout) | 60 s |
+/// | [`max_connections`](Self::max_connections) | 100,000 |
+/// | [`rate_limit`](Self::rate_limit) | off |
+/// | [`max_recipients`](Self::max_recipients) | 1,024 per envelope |
+/// | [`max_id_len`](Self::max_id_len) | 256 bytes for action, groupId, userId and recipient values |
+/// | [`empty_recipients`](Self::empty_recipients) | the default group |
+/// | origins | the request's own host ([`allow_origin`](Self::allow_origin), [`allow_any_origin`](Self::allow_any_origin)) |
+/// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s |
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let hub = wshub::Hub::builder()
+///     .max_connections(10_000)
+///     .rate_limit(20, 40)
+///     .idle_timeout(Duration::from_secs(30))
+///     .allow_origin("https://chat.example.com")
+///     .build();
+/// assert_eq!(hub.connection_count(), 0);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct HubBuilder {
+    config: Config,
+}
+
+impl HubBuilder {
+    /// Largest WebSocket message (and frame) a client may send; a bigger one closes its socket
+    /// with 1009.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Largest body the publish endpoint reads; a bigger one is answered `413`.
+    pub fn max_publish_body(mut self, bytes: usize) -> Self {
+        self.config.max_publish_body = bytes;
+        self
+    }
+
+    /// How many messages may wait for one connection's socket. A connection whose queue is full
+    /// when a message is routed to it is closed with 1008, so one slow reader never slows the rest.
+    pub fn outbound_queue(mut self, messages: usize) -> Self {
+        self.config.outbound_queue = messages.max(1);
+        self
+    }
+
+    /// How often the hub pings each socket.
+    pub fn ping_interval(mut self, every: Duration) -> Self {
+        self.config.ping_interval = every;
+        self
+    }
+
+    /// How long a socket may stay silent (no frame, no pong) before the hub closes it with 1001.
+    pub fn idle_timeout(mut self, after: Duration) -> Self {
+        self.config.idle_timeout = after;
+        self
+    }
+
+    /// Most sockets open (or opening) at once; past it, upgrades are answered `503`.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Limits each connection to `per_second` messages on average with bursts of `burst`.
+    /// A message over the limit is answered with a `rate_limited` error; a client that keeps
+    /// sending while limited is closed with 1008. Off by default.
+    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.config.rate_limit = Some(RateLimit {
+            per_second: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+        });
+        self
+    }
+
+    /// Whom an envelope with an empty recipient list reaches.
+    pub fn empty_recipients(mut self, target: EmptyRecipients) -> Self {
+        self.config.empty_recipients = target;
+        self
+    }
+
+    /// Most recipients one envelope from the network may list.
+    pub fn max_recipients(mut self, n: usize) -> Self {
+        self.config.fields.max_recipients = n;
+        self
+    }
+
+    /// Longest `action`, `groupId`, `userId` or recipient value (in bytes) an envelope from the
+    /// network may hold.
+    pub fn max_id_len(mut self, bytes: usize) -> Self {
+        self.config.fields.max_id_len = bytes;
+        self
+    }
+
+    /// Lets pages from `origin` (`scheme://host[:port]`) open sockets. Once any origin is listed,
+    /// only listed origins (and clients that send no `Origin`, which are not browsers) may connect.
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        let origin = origin.into().trim_end_matches('/').to_ascii_lowercase();
+        match &mut self.config.origins {
+            OriginPolicy::List(list) => list.push(origin),
+            other => *other = OriginPolicy::List(vec![origin]),
+        }
+        self
+    }
+
+    /// Lets pages from any origin open sockets. Only for hubs whose sockets carry no cookies or
+    /// other ambient credentials: any web page a user visits could connect as that user.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.config.origins = OriginPolicy::Any;
+        self
+    }
+
+    /// How long [`Hub::shutdown`] waits for sockets to finish closing.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Builds the hub.
+    pub fn build(self) -> Hub {
+        Hub::from_config(self.config)
+    }
+}

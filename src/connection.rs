@@ -1,0 +1,339 @@
+//! One socket's task: the only code that reads or writes it. It reads client envelopes, writes
+//! what is queued for it in batches, pings, enforces the idle timeout, the size and rate limits,
+//! and closes with the codes of PROTOCOL.md §6.
+//!
+//! One task per socket, not a reader and a writer: half the tasks, and a write that blocks on a
+//! client that does not read also stops reading from it, which is the backpressure we want.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::RateLimit;
+use crate::envelope::Envelope;
+use crate::hub::{CloseSignal, Hub, Identity, Outbox, Permit};
+use crate::id::ConnectionId;
+
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 1008;
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+const CLOSE_INVALID_UTF8: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_INTERNAL: u16 = 1011;
+
+/// Queued frames written per flush; bounds how long the task goes without reading.
+const MAX_BATCH: usize = 64;
+/// How long a closing handshake may take before the TCP connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Refusals in a row after which a rate-limited client is taken as abusive and closed.
+const RATE_STRIKES: u32 = 20;
+/// The read buffer tungstenite allocates for every socket, idle or not; large client messages
+/// take a few more reads, and a hub holds many more sockets than it reads large messages.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes of queued frames gathered before a write to the socket.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// Runs one upgraded socket until it closes. `permit` holds its place under the connection limit.
+pub(crate) async fn serve<S>(hub: Hub, io: S, identity: Identity, permit: Permit)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = hub.config();
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+
+    let Some(id) = ConnectionId::random() else {
+        tracing::error!("no random bytes for a connection id");
+        close(&mut ws, CLOSE_INTERNAL).await;
+        return;
+    };
+    let (frames, queue) = mpsc::channel(config.outbound_queue);
+    let signal = Arc::new(CloseSignal::default());
+    let outbox = Outbox {
+        frames,
+        close: Arc::clone(&signal),
+    };
+    let connected = Envelope::system(
+        "__connected",
+        &Connected {
+            connection_id: id.to_string(),
+            user_id: &identity.user_id,
+            group_id: &identity.group_id,
+        },
+    );
+    // Queued before the socket is visible to routing, so it is the first thing the client reads.
+    outbox.offer(connected.to_frame());
+    let own = Outbox {
+        frames: outbox.frames.clone(),
+        close: Arc::clone(&signal),
+    };
+    if !hub.register(id, &identity, outbox) {
+        close(&mut ws, CLOSE_GOING_AWAY).await;
+        return;
+    }
+    tracing::debug!(%id, user = %identity.user_id, group = %identity.group_id, "socket open");
+
+    let session = Session {
+        rate: hub.config().rate_limit.map(TokenBucket::new),
+        hub: hub.clone(),
+        identity,
+        own,
+        ping_interval: config.ping_interval,
+        idle_timeout: config.idle_timeout,
+    };
+    let code = session.run(&mut ws, queue, &signal).await;
+    hub.unregister(id);
+    if let Some(code) = code {
+        close(&mut ws, code).await;
+    }
+    tracing::debug!(%id, ?code, "socket closed");
+    drop(permit);
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Connected<'a> {
+    connection_id: String,
+    user_id: &'a str,
+    group_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorMessage<'a> {
+    code: &'a str,
+    detail: &'a str,
+}
+
+struct Session {
+    hub: Hub,
+    identity: Identity,
+    /// The connection's own queue, for `__error` envelopes: they wait behind what is queued
+    /// already, so a client sees events in the order they happened.
+    own: Outbox,
+    rate: Option<TokenBucket>,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+}
+
+/// What the read loop decided: keep going, or close with a code (`None`: the socket is gone).
+enum Next {
+    Continue,
+    Close(Option<u16>),
+}
+
+impl Session {
+    /// Serves the socket; returns the close code to send, or `None` when it is already closed.
+    async fn run<S>(
+        mut self,
+        ws: &mut WebSocketStream<S>,
+        mut queue: mpsc::Receiver<Utf8Bytes>,
+        signal: &CloseSignal,
+    ) -> Option<u16>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut last_heard = Instant::now();
+        let mut next_ping = last_heard + self.ping_interval;
+        let timer = sleep_until(next_ping.min(last_heard + self.idle_timeout));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                // Closing first: a queue that never empties must not keep a socket open.
+                biased;
+                code = signal.requested() => return Some(code),
+                Some(first) = queue.recv() => {
+                    let written = tokio::select! {
+                        biased;
+                        code = signal.requested() => return Some(code),
+                        r = timeout(self.idle_timeout, write_batch(ws, &mut queue, first)) => r,
+                    };
+                    match written {
+                        Ok(Ok(())) => {}
+                        // A write that cannot finish in the idle timeout: the client is gone.
+                        Ok(Err(_)) | Err(_) => return None,
+                    }
+                }
+                incoming = ws.next() => {
+                    last_heard = Instant::now();
+                    match self.on_incoming(incoming) {
+                        Next::Continue => {}
+                        Next::Close(code) => return code,
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= last_heard + self.idle_timeout {
+                        return Some(CLOSE_GOING_AWAY);
+                    }
+                    if now >= next_ping {
+                        next_ping = now + self.ping_interval;
+                        let ping = ws.send(Message::Ping(Default::default()));
+                        match timeout(self.idle_timeout, ping).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) | Err(_) => return None,
+                        }
+                    }
+                }
+            }
+            timer
+                .as_mut()
+                .reset(next_ping.min(last_heard + self.idle_timeout));
+        }
+    }
+
+    fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Next {
+        match incoming {
+            Some(Ok(Message::Text(text))) => self.on_text(&text),
+            Some(Ok(Message::Binary(_))) => Next::Close(Some(CLOSE_UNSUPPORTED_DATA)),
+            // Tungstenite answers pings and close frames itself; a pong only proves liveness.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Next::Continue,
+            Some(Ok(Message::Close(_))) => Next::Continue,
+            Some(Err(WsError::Capacity(
+                CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
+            ))) => Next::Close(Some(CLOSE_TOO_BIG)),
+            Some(Err(WsError::Utf8(_))) => Next::Close(Some(CLOSE_INVALID_UTF8)),
+            Some(Err(WsError::Protocol(e))) => {
+                tracing::debug!(error = %e, "protocol error from client");
+                Next::Close(Some(CLOSE_PROTOCOL_ERROR))
+            }
+            Some(Err(_)) | None => Next::Close(None),
+        }
+    }
+
+    fn on_text(&mut self, text: &str) -> Next {
+        if let Some(bucket) = &mut self.rate {
+            match bucket.take() {
+                Ok(()) => {}
+                Err(strikes) if strikes >= RATE_STRIKES => return Next::Close(Some(CLOSE_POLICY)),
+                Err(_) => {
+                    self.error("rate_limited", "too many messages; slow down");
+                    return Next::Continue;
+                }
+            }
+        }
+        let mut envelope = match Envelope::parse(text.as_bytes(), self.hub.config().fields) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                self.error("invalid_envelope", e.detail());
+                return Next::Continue;
+            }
+        };
+        if envelope.action.starts_with("__") {
+            self.error("forbidden", "actions starting with __ are reserved for the hub");
+            return Next::Continue;
+        }
+        // A client cannot speak as someone else.
+        if !self.identity.user_id.is_empty() {
+            envelope.user_id.clone_from(&self.identity.user_id);
+        }
+        if !self.identity.group_id.is_empty() {
+            envelope.group_id.clone_from(&self.identity.group_id);
+        }
+        self.hub.send(&envelope);
+        Next::Continue
+    }
+
+    fn error(&self, code: &str, detail: &str) {
+        let envelope = Envelope::system("__error", &ErrorMessage { code, detail });
+        self.own.offer(envelope.to_frame());
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BATCH {
+        match queue.try_recv() {
+            Ok(frame) => ws.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    ws.flush().await
+}
+
+/// Sends a close frame and waits, briefly, for the client's answer, so the client reads the code
+/// instead of a reset.
+async fn close<S>(ws: &mut WebSocketStream<S>, code: u16)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(close_reason(code)),
+    };
+    let handshake = async {
+        ws.close(Some(frame)).await.ok()?;
+        while let Some(Ok(_)) = ws.next().await {}
+        Some(())
+    };
+    let _ = timeout(CLOSE_GRACE, handshake).await;
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        CLOSE_GOING_AWAY => "going away",
+        CLOSE_PROTOCOL_ERROR => "protocol error",
+        CLOSE_UNSUPPORTED_DATA => "binary frames are not supported",
+        CLOSE_INVALID_UTF8 => "invalid UTF-8",
+        CLOSE_POLICY => "policy violation",
+        CLOSE_TOO_BIG => "message too big",
+        _ => "",
+    }
+}
+
+/// A token bucket; counts refusals in a row so that sustained abuse can be told from a burst.
+struct TokenBucket {
+    limit: RateLimit,
+    tokens: f64,
+    refilled: Instant,
+    strikes: u32,
+}
+
+impl TokenBucket {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            tokens: limit.burst,
+            refilled: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    fn take(&mut self) -> Result<(), u32> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.limit.per_second;
+        self.tokens = (self.tokens + earned).min(self.limit.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            Ok(())
+        } else {
+            self.strikes += 1;
+            Err(self.strikes)
+        }
+    }
+}

@@ -1,0 +1,684 @@
+//! The one message shape of the protocol (PROTOCOL.md §1, §2): parsing with the exact errors the
+//! protocol names, and serialising to one shared frame that every recipient gets a clone of.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::error::EnvelopeError;
+
+/// One protocol message: `{action, message, groupId, userId, recipients}`.
+///
+/// `message` is kept as the raw JSON the sender wrote, so it is passed through untouched (a string
+/// stays a string, an object keeps its key order and its numbers their digits).
+///
+/// ```
+/// use wshub::{Envelope, Recipient};
+///
+/// let envelope = Envelope::new("chat")
+///     .with_message(&"hello")
+///     .to(Recipient::group("room-1"))
+///     .to(Recipient::all_but_user("rick"));
+/// assert_eq!(
+///     envelope.to_json(),
+///     r#"{"action":"chat","message":"hello","groupId":"","userId":"","recipients":[{"type":"group","value":"room-1"},{"type":"allButUser","value":"rick"}]}"#
+/// );
+/// let back = Envelope::from_json(envelope.to_json().as_bytes()).unwrap();
+/// assert_eq!(back, envelope);
+/// ```
+#[derive(Clone)]
+pub struct Envelope {
+    /// Routing word for the application; names starting with `__` are reserved for the hub.
+    pub action: String,
+    /// The payload, as raw JSON.
+    pub message: Box<RawValue>,
+    /// The sender's group (`""` for none).
+    pub group_id: String,
+    /// The sender's user (`""` for none).
+    pub user_id: String,
+    /// Who receives it; see [`Recipient`].
+    pub recipients: Vec<Recipient>,
+}
+
+/// One entry of an envelope's `recipients`: `{"type": kind, "value": value}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Recipient {
+    /// What `value` names, and whether it adds or removes connections.
+    pub kind: RecipientKind,
+    /// A group, user or connection id; ignored for [`RecipientKind::All`].
+    pub value: String,
+}
+
+/// The recipient types of PROTOCOL.md §2. Matched case-insensitively on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecipientKind {
+    /// `all`: every connection.
+    All,
+    /// `group`: connections in group `value`.
+    Group,
+    /// `user`: connections whose user id is `value`.
+    User,
+    /// `connection`: the connection whose id is `value`.
+    Connection,
+    /// `allButUser` (alias `allExceptUser`): removes connections whose user id is `value`.
+    AllButUser,
+    /// `allButGroup`: removes connections in group `value`.
+    AllButGroup,
+    /// `allButConnection`: removes the connection whose id is `value`.
+    AllButConnection,
+}
+
+impl RecipientKind {
+    /// The canonical wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Group => "group",
+            Self::User => "user",
+            Self::Connection => "connection",
+            Self::AllButUser => "allButUser",
+            Self::AllButGroup => "allButGroup",
+            Self::AllButConnection => "allButConnection",
+        }
+    }
+
+    /// Parses a wire name, case-insensitively, including the `allExceptUser` alias.
+    pub fn parse(name: &str) -> Option<Self> {
+        const NAMES: [(&str, RecipientKind); 8] = [
+            ("all", RecipientKind::All),
+            ("group", RecipientKind::Group),
+            ("user", RecipientKind::User),
+            ("connection", RecipientKind::Connection),
+            ("allbutuser", RecipientKind::AllButUser),
+            ("allexceptuser", RecipientKind::AllButUser),
+            ("allbutgroup", RecipientKind::AllButGroup),
+            ("allbutconnection", RecipientKind::AllButConnection),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, kind)| kind)
+    }
+
+    /// Whether this kind removes connections from the target set rather than adding them.
+    pub fn is_exclude(self) -> bool {
+        matches!(
+            self,
+            Self::AllButUser | Self::AllButGroup | Self::AllButConnection
+        )
+    }
+}
+
+impl fmt::Display for RecipientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Recipient {
+    /// A recipient of the given kind and value.
+    pub fn new(kind: RecipientKind, value: impl Into<String>) -> Self {
+        Self {
+            kind,
+            value: value.into(),
+        }
+    }
+    /// `{"type":"all"}`.
+    pub fn all() -> Self {
+        Self::new(RecipientKind::All, "")
+    }
+    /// `{"type":"group","value":group}`.
+    pub fn group(group: impl Into<String>) -> Self {
+        Self::new(RecipientKind::Group, group)
+    }
+    /// `{"type":"user","value":user}`.
+    pub fn user(user: impl Into<String>) -> Self {
+        Self::new(RecipientKind::User, user)
+    }
+    /// `{"type":"connection","value":id}`.
+    pub fn connection(id: impl fmt::Display) -> Self {
+        Self::new(RecipientKind::Connection, id.to_string())
+    }
+    /// `{"type":"allButUser","value":user}`.
+    pub fn all_but_user(user: impl Into<String>) -> Self {
+        Self::new(RecipientKind::AllButUser, user)
+    }
+    /// `{"type":"allButGroup","value":group}`.
+    pub fn all_but_group(group: impl Into<String>) -> Self {
+        Self::new(RecipientKind::AllButGroup, group)
+    }
+    /// `{"type":"allButConnection","value":id}`.
+    pub fn all_but_connection(id: impl fmt::Display) -> Self {
+        Self::new(RecipientKind::AllButConnection, id.to_string())
+    }
+}
+
+/// Bounds on what an envelope from the network may hold, beyond the message size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldLimits {
+    pub(crate) max_recipients: usize,
+    pub(crate) max_id_len: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        Self {
+            max_recipients: 1024,
+            max_id_len: 256,
+        }
+    }
+}
+
+impl Envelope {
+    /// An envelope with the given action, an empty string message and no recipients.
+    pub fn new(action: impl Into<String>) -> Self {
+        Self {
+            action: action.into(),
+            message: empty_message(),
+            group_id: String::new(),
+            user_id: String::new(),
+            recipients: Vec::new(),
+        }
+    }
+
+    /// Replaces the message with `value` serialised to JSON.
+    ///
+    /// Serialising a value that cannot be JSON (a map with non-string keys) gives `null`.
+    #[must_use]
+    pub fn with_message<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        self.message = serde_json::value::to_raw_value(value).unwrap_or_else(|_| null_message());
+        self
+    }
+
+    /// Adds a recipient.
+    #[must_use]
+    pub fn to(mut self, recipient: Recipient) -> Self {
+        self.recipients.push(recipient);
+        self
+    }
+
+    /// Sets the sender's user id.
+    #[must_use]
+    pub fn from_user(mut self, user_id: impl Into<String>) -> Self {
+        self.user_id = user_id.into();
+        self
+    }
+
+    /// Sets the sender's group id.
+    #[must_use]
+    pub fn from_group(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = group_id.into();
+        self
+    }
+
+    /// Deserialises `message` into `T`.
+    pub fn message_as<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.message.get())
+    }
+
+    /// Parses one envelope with the default field limits.
+    pub fn from_json(json: &[u8]) -> Result<Self, EnvelopeError> {
+        Self::parse(json, FieldLimits::default())
+    }
+
+    pub(crate) fn parse(json: &[u8], limits: FieldLimits) -> Result<Self, EnvelopeError> {
+        let envelope: Self = serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
+        envelope.check(limits)?;
+        Ok(envelope)
+    }
+
+    /// Parses a JSON envelope or a JSON array of envelopes; all of them or none.
+    pub(crate) fn parse_batch(json: &[u8], limits: FieldLimits) -> Result<Vec<Self>, EnvelopeError> {
+        let batch: OneOrMany = serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
+        let envelopes = match batch {
+            OneOrMany::One(envelope) => vec![envelope],
+            OneOrMany::Many(envelopes) => envelopes,
+        };
+        for (index, envelope) in envelopes.iter().enumerate() {
+            envelope
+                .check(limits)
+                .map_err(|e| e.at(format_args!("[{index}]")))?;
+        }
+        Ok(envelopes)
+    }
+
+    fn check(&self, limits: FieldLimits) -> Result<(), EnvelopeError> {
+        let too_long = |field: &str, value: &str| {
+            (value.len() > limits.max_id_len).then(|| {
+                EnvelopeError::new(format!(
+                    "{field} is {} bytes long; the limit is {}",
+                    value.len(),
+                    limits.max_id_len
+                ))
+            })
+        };
+        if let Some(e) = too_long("action", &self.action)
+            .or_else(|| too_long("groupId", &self.group_id))
+            .or_else(|| too_long("userId", &self.user_id))
+        {
+            return Err(e);
+        }
+        if self.recipients.len() > limits.max_recipients {
+            return Err(EnvelopeError::new(format!(
+                "recipients has {} entries; the limit is {}",
+                self.recipients.len(),
+                limits.max_recipients
+            )));
+        }
+        for (i, r) in self.recipients.iter().enumerate() {
+            if let Some(e) = too_long(&format!("recipients[{i}].value"), &r.value) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialises the envelope to its JSON text.
+    pub fn to_json(&self) -> String {
+        // Serialising strings, a raw value and a list of string pairs cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The frame every recipient receives a clone of: serialised once, shared by reference count.
+    pub(crate) fn to_frame(&self) -> Utf8Bytes {
+        Utf8Bytes::from(self.to_json())
+    }
+
+    /// A hub envelope (`__connected`, `__error`) with no sender and no recipients.
+    pub(crate) fn system<T: Serialize + ?Sized>(action: &str, message: &T) -> Self {
+        Self::new(action).with_message(message)
+    }
+}
+
+fn empty_message() -> Box<RawValue> {
+    RawValue::from_string("\"\"".to_owned()).unwrap_or_else(|_| null_message())
+}
+
+fn null_message() -> Box<RawValue> {
+    // `null` is valid JSON; `from_string` only fails on invalid JSON.
+    RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.action == other.action
+            && self.message.get() == other.message.get()
+            && self.group_id == other.group_id
+            && self.user_id == other.user_id
+            && self.recipients == other.recipients
+    }
+}
+
+impl Eq for Envelope {}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("action", &self.action)
+            .field("message", &self.message.get())
+            .field("group_id", &self.group_id)
+            .field("user_id", &self.user_id)
+            .field("recipients", &self.recipients)
+            .finish()
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Envelope", 5)?;
+        s.serialize_field("action", &self.action)?;
+        s.serialize_field("message", &self.message)?;
+        s.serialize_field("groupId", &self.group_id)?;
+        s.serialize_field("userId", &self.user_id)?;
+        s.serialize_field("recipients", &self.recipients)?;
+        s.end()
+    }
+}
+
+impl Serialize for Recipient {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Recipient", 2)?;
+        s.serialize_field("type", self.kind.as_str())?;
+        s.serialize_field("value", &self.value)?;
+        s.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope object {action, message, groupId, userId, recipients}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut envelope = Envelope::new("");
+        let mut seen = [false; 5];
+        while let Some(key) = map.next_key::<Field>()? {
+            let slot = key as usize;
+            if key != Field::Other {
+                if seen[slot] {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate field `{}`",
+                        key.name()
+                    )));
+                }
+                seen[slot] = true;
+            }
+            match key {
+                Field::Action => {
+                    envelope.action = map
+                        .next_value::<String>()
+                        .map_err(|e| field_error("action", "a string", e))?
+                }
+                Field::Message => envelope.message = map.next_value()?,
+                Field::GroupId => {
+                    envelope.group_id = map
+                        .next_value::<Option<String>>()
+                        .map_err(|e| field_error("groupId", "a string or null", e))?
+                        .unwrap_or_default()
+                }
+                Field::UserId => {
+                    envelope.user_id = map
+                        .next_value::<Option<String>>()
+                        .map_err(|e| field_error("userId", "a string or null", e))?
+                        .unwrap_or_default()
+                }
+                Field::Recipients => envelope.recipients = map.next_value::<Recipients>()?.0,
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(envelope)
+    }
+}
+
+fn field_error<E: de::Error>(field: &str, expected: &str, _cause: impl fmt::Display) -> E {
+    E::custom(format_args!("`{field}` must be {expected}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Action = 0,
+    Message = 1,
+    GroupId = 2,
+    UserId = 3,
+    Recipients = 4,
+    // Unknown fields are ignored and may repeat; its slot in `seen` is never read.
+    Other = 5,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Action => "action",
+            Self::Message => "message",
+            Self::GroupId => "groupId",
+            Self::UserId => "userId",
+            Self::Recipients => "recipients",
+            Self::Other => "",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                Ok(match name {
+                    "action" => Field::Action,
+                    "message" => Field::Message,
+                    "groupId" => Field::GroupId,
+                    "userId" => Field::UserId,
+                    "recipients" => Field::Recipients,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// The `recipients` array, with the index of a bad entry in its error.
+struct Recipients(Vec<Recipient>);
+
+impl<'de> Deserialize<'de> for Recipients {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeqVisitor;
+        impl<'de> Visitor<'de> for SeqVisitor {
+            type Value = Recipients;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`recipients` as an array of {type, value}")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Recipients, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(r) = seq.next_element_seed(IndexedRecipient(out.len()))? {
+                    out.push(r);
+                }
+                Ok(Recipients(out))
+            }
+        }
+        deserializer.deserialize_seq(SeqVisitor)
+    }
+}
+
+struct IndexedRecipient(usize);
+
+impl<'de> de::DeserializeSeed<'de> for IndexedRecipient {
+    type Value = Recipient;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Recipient, D::Error> {
+        deserializer.deserialize_map(RecipientVisitor(self.0))
+    }
+}
+
+struct RecipientVisitor(usize);
+
+/// A recipient value: a string, or a number read as its decimal text.
+struct IdValue(String);
+
+impl<'de> Deserialize<'de> for IdValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) => Ok(Self(s)),
+            serde_json::Value::Number(n) => Ok(Self(n.to_string())),
+            _ => Err(de::Error::custom("not a string or number")),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for RecipientVisitor {
+    type Value = Recipient;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "recipients[{}] as an object {{type, value}}", self.0)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Recipient, A::Error> {
+        let at = self.0;
+        let mut kind = None;
+        let mut value = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "type" => {
+                    let name = map.next_value::<String>().map_err(|_| {
+                        de::Error::custom(format_args!("recipients[{at}].type must be a string"))
+                    })?;
+                    kind = Some(RecipientKind::parse(&name).ok_or_else(|| {
+                        de::Error::custom(format_args!(
+                            "recipients[{at}].type {name:?} is not a recipient type"
+                        ))
+                    })?);
+                }
+                "value" => {
+                    value = Some(map.next_value::<IdValue>().map_err(|_| {
+                        de::Error::custom(format_args!(
+                            "recipients[{at}].value must be a string or a number"
+                        ))
+                    })?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind
+            .ok_or_else(|| de::Error::custom(format_args!("recipients[{at}].type is missing")))?;
+        let value = match (value, kind) {
+            (Some(IdValue(v)), _) => v,
+            (None, RecipientKind::All) => String::new(),
+            (None, _) => {
+                return Err(de::Error::custom(format_args!(
+                    "recipients[{at}].value is missing"
+                )))
+            }
+        };
+        Ok(Recipient { kind, value })
+    }
+}
+
+enum OneOrMany {
+    One(Envelope),
+    Many(Vec<Envelope>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BatchVisitor;
+        impl<'de> Visitor<'de> for BatchVisitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an envelope object or an array of envelope objects")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrMany, A::Error> {
+                EnvelopeVisitor.visit_map(map).map(OneOrMany::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(envelope) = seq.next_element()? {
+                    out.push(envelope);
+                }
+                Ok(OneOrMany::Many(out))
+            }
+        }
+        deserializer.deserialize_any(BatchVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Envelope, String> {
+        Envelope::from_json(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn missing_fields_take_their_defaults() {
+        let e = parse("{}").unwrap();
+        assert_eq!(e.action, "");
+        assert_eq!(e.message.get(), r#""""#);
+        assert_eq!(e.group_id, "");
+        assert_eq!(e.user_id, "");
+        assert!(e.recipients.is_empty());
+    }
+
+    #[test]
+    fn message_passes_through_byte_for_byte() {
+        let e = parse(r#"{"message":{"b":1,"a":1.50,"n":12345678901234567890123}}"#).unwrap();
+        assert_eq!(e.message.get(), r#"{"b":1,"a":1.50,"n":12345678901234567890123}"#);
+        let e = parse(r#"{"message":null}"#).unwrap();
+        assert_eq!(e.message.get(), "null");
+    }
+
+    #[test]
+    fn null_ids_mean_empty_and_unknown_fields_are_dropped() {
+        let e = parse(r#"{"groupId":null,"userId":null,"extra":[1,2]}"#).unwrap();
+        assert_eq!((e.group_id.as_str(), e.user_id.as_str()), ("", ""));
+        assert!(!e.to_json().contains("extra"));
+    }
+
+    #[test]
+    fn recipient_types_are_case_insensitive_with_alias_and_numeric_values() {
+        let e = parse(
+            r#"{"recipients":[{"type":"GROUP","value":"g"},{"type":"allExceptUser","value":7},{"type":"All"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.recipients,
+            vec![
+                Recipient::group("g"),
+                Recipient::all_but_user("7"),
+                Recipient::all()
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_envelopes_say_what_is_wrong() {
+        for (json, expected) in [
+            ("[]", "an envelope object"),
+            ("\"x\"", "an envelope object"),
+            ("{", "EOF"),
+            (r#"{"action":1}"#, "`action` must be a string"),
+            (r#"{"userId":false}"#, "`userId` must be a string or null"),
+            (r#"{"recipients":{}}"#, "recipients"),
+            (r#"{"recipients":[{"type":"nobody","value":"x"}]}"#, "recipients[0].type \"nobody\""),
+            (r#"{"recipients":[{"type":"all"},{"value":"x"}]}"#, "recipients[1].type is missing"),
+            (r#"{"recipients":[{"type":"user"}]}"#, "recipients[0].value is missing"),
+            (r#"{"recipients":[{"type":"user","value":[1]}]}"#, "string or a number"),
+            (r#"{"action":"a","action":"b"}"#, "duplicate field `action`"),
+        ] {
+            let err = parse(json).expect_err(json);
+            assert!(err.contains(expected), "{json}: {err:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn field_limits_are_enforced() {
+        let limits = FieldLimits {
+            max_recipients: 2,
+            max_id_len: 4,
+        };
+        let parse = |j: &str| Envelope::parse(j.as_bytes(), limits).map_err(|e| e.to_string());
+        assert!(parse(r#"{"action":"abcd"}"#).is_ok());
+        assert!(parse(r#"{"action":"abcde"}"#).unwrap_err().contains("action"));
+        assert!(parse(r#"{"recipients":[{"type":"all"},{"type":"all"},{"type":"all"}]}"#)
+            .unwrap_err()
+            .contains("limit is 2"));
+        assert!(parse(r#"{"recipients":[{"type":"user","value":"abcde"}]}"#)
+            .unwrap_err()
+            .contains("recipients[0].value"));
+    }
+
+    #[test]
+    fn batches_are_all_or_nothing() {
+        let limits = FieldLimits::default();
+        let ok = Envelope::parse_batch(br#"[{"action":"a"},{"action":"b"}]"#, limits).unwrap();
+        assert_eq!(ok.len(), 2);
+        let one = Envelope::parse_batch(br#"{"action":"a"}"#, limits).unwrap();
+        assert_eq!(one.len(), 1);
+        let err = Envelope::parse_batch(br#"[{"action":"a"},{"recipients":[{"type":"x","value":""}]}]"#, limits)
+            .unwrap_err();
+        assert!(err.to_string().contains("recipients[0].type"), "{err}");
+        assert!(Envelope::parse_batch(b"3", limits).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! The RFC 6455 opening handshake on the server side, and every answer of PROTOCOL.md §3.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::config::OriginPolicy;
+use crate::hub::{Full as HubFull, Hub};
+use crate::{connection, identity};
+
+/// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::UPGRADE, "websocket")
+}
+
+/// Why an upgrade request is refused; each has its status and a short text saying what is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    MethodNotGet,
+    NotHttp11,
+    NoConnectionUpgrade,
+    BadKey,
+    UnsupportedVersion,
+    ForeignOrigin,
+    AtLimit,
+    ShuttingDown,
+    NotUpgradable,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::MethodNotGet | Self::NotHttp11 | Self::NoConnectionUpgrade | Self::BadKey => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            Self::ForeignOrigin => StatusCode::FORBIDDEN,
+            Self::AtLimit | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::from(format!("{self}\n")));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match self {
+            Self::UnsupportedVersion => {
+                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            Self::AtLimit | Self::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MethodNotGet => "a WebSocket upgrade must use GET",
+            Self::NotHttp11 => "a WebSocket upgrade needs HTTP/1.1",
+            Self::NoConnectionUpgrade => "a WebSocket upgrade needs `Connection: upgrade`",
+            Self::BadKey => {
+                "`Sec-WebSocket-Key` must be the base64 encoding of 16 bytes"
+            }
+            Self::UnsupportedVersion => "only WebSocket version 13 is supported",
+            Self::ForeignOrigin => "this origin may not open a socket here",
+            Self::AtLimit => "the hub is at its connection limit; try again later",
+            Self::ShuttingDown => "the hub is shutting down",
+            Self::NotUpgradable => "this server cannot upgrade connections (hyper needs `serve_connection_with_upgrades`)",
+        })
+    }
+}
+
+/// Answers an upgrade request: `101` with the socket handed to its own task, or a refusal.
+pub(crate) fn accept<B>(hub: &Hub, mut request: Request<B>) -> Response<Full<Bytes>> {
+    match check(hub, &request) {
+        Ok(accept_key) => {
+            // The upgrade resolves only after the 101 is sent: take it now, await it in the task.
+            let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
+            else {
+                return Refusal::NotUpgradable.response();
+            };
+            let permit = match hub.reserve() {
+                Ok(permit) => permit,
+                Err(HubFull::AtLimit) => return Refusal::AtLimit.response(),
+                Err(HubFull::ShuttingDown) => return Refusal::ShuttingDown.response(),
+            };
+            let identity = identity::from_query(request.uri().query());
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        connection::serve(hub, TokioIo::new(upgraded), identity, permit).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            switching_protocols(&accept_key)
+        }
+        Err(refusal) => {
+            tracing::debug!(%refusal, "upgrade refused");
+            refusal.response()
+        }
+    }
+}
+
+fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
+    if request.method() != Method::GET {
+        return Err(Refusal::MethodNotGet);
+    }
+    if request.version() != Version::HTTP_11 {
+        return Err(Refusal::NotHttp11);
+    }
+    let headers = request.headers();
+    if !has_token(headers, &header::CONNECTION, "upgrade") {
+        return Err(Refusal::NoConnectionUpgrade);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err(Refusal::UnsupportedVersion);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| is_valid_key(key.as_bytes()))
+        .ok_or(Refusal::BadKey)?;
+    if !origin_allowed(&hub.config().origins, headers) {
+        return Err(Refusal::ForeignOrigin);
+    }
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| Refusal::BadKey)
+}
+
+fn switching_protocols(accept_key: &HeaderValue) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key.clone());
+    response
+}
+
+/// Whether a comma-separated header holds `token`, case-insensitively, on any of its lines.
+fn has_token(headers: &HeaderMap, name: &header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// A key is 16 bytes in base64: 22 characters of the alphabet and `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24
+        && key[..22].iter().all(is_b64)
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+        && &key[22..] == b"=="
+}
+
+fn origin_allowed(policy: &OriginPolicy, headers: &HeaderMap) -> bool {
+    // Browsers always send Origin on a WebSocket upgrade; a client without one is not a page
+    // acting with a visitor's cookies, which is what the check protects against.
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    match policy {
+        OriginPolicy::Any => true,
+        OriginPolicy::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        OriginPolicy::SameHost => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+            matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455_sample() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn keys_that_are_not_16_bytes_are_refused() {
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ==x",
+            b"dGhlIHNhbXBsZSBub25jZR==",
+            b"dGhlIHNhbXBsZSBub25j!Q==",
+        ] {
+            assert!(!is_valid_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn same_host_origin_policy() {
+        let headers = |origin: &str, host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, origin.parse().unwrap());
+            h.insert(header::HOST, host.parse().unwrap());
+            h
+        };
+        let same = OriginPolicy::SameHost;
+        assert!(origin_allowed(&same, &headers("http://a.test:3000", "a.test:3000")));
+        assert!(origin_allowed(&same, &headers("https://A.test", "a.test")));
+        assert!(!origin_allowed(&same, &headers("http://evil.test", "a.test")));
+        assert!(!origin_allowed(&same, &headers("http://a.test:3001", "a.test:3000")));
+        assert!(!origin_allowed(&same, &headers("null", "a.test")));
+        assert!(origin_allowed(&same, &HeaderMap::new()));
+        let list = OriginPolicy::List(vec!["https://b.test".into()]);
+        assert!(origin_allowed(&list, &headers("https://b.test/", "a.test")));
+        assert!(!origin_allowed(&list, &headers("https://a.test", "a.test")));
+    }
+}

@@ -1,0 +1,344 @@
+//! [`Hub`], the cheap-to-clone handle the application keeps: routing, membership, counts, shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::{Config, HubBuilder};
+use crate::envelope::Envelope;
+use crate::id::ConnectionId;
+use crate::layer::HubLayer;
+use crate::publish::PublishEndpoint;
+use crate::registry::Registry;
+use crate::routing::for_each_target;
+
+/// The hub: a registry of connections, groups and users, and the router over it.
+///
+/// Cloning is a reference-count bump; every clone is the same hub.
+///
+/// ```
+/// use wshub::{Envelope, Hub, Recipient};
+///
+/// let hub = Hub::builder().build();
+/// let delivered = hub.send(&Envelope::new("news").with_message("hello").to(Recipient::all()));
+/// assert_eq!(delivered, 0, "nobody is connected yet");
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    registry: RwLock<Registry<Outbox>>,
+    /// Sockets open or being opened; what the connection limit counts.
+    open: AtomicUsize,
+    closing: AtomicBool,
+    /// Woken when `open` drops to zero during shutdown.
+    drained: Notify,
+}
+
+/// What the registry keeps per connection: the way into its socket task.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub(crate) frames: mpsc::Sender<Utf8Bytes>,
+    pub(crate) close: Arc<CloseSignal>,
+}
+
+impl Outbox {
+    /// Queues a frame without waiting. A full queue means the client is not reading: it is closed
+    /// rather than allowed to hold up the sender or grow without bound.
+    pub(crate) fn offer(&self, frame: Utf8Bytes) -> bool {
+        match self.frames.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close.close(crate::connection::CLOSE_SLOW_CONSUMER);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Asks a connection's task to close its socket with a code; the first code asked for wins.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    pub(crate) fn close(&self, code: u16) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves with the code once a close is asked for.
+    pub(crate) async fn requested(&self) -> u16 {
+        loop {
+            let code = self.code.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Holds one place under the connection limit from the handshake until the socket task ends.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    hub: Hub,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.hub.inner.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.hub.inner.drained.notify_waiters();
+        }
+    }
+}
+
+/// Why the hub takes no new socket now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    AtLimit,
+    ShuttingDown,
+}
+
+/// A connection's identity, as the handshake established it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) user_id: String,
+    pub(crate) group_id: String,
+}
+
+impl Hub {
+    /// Starts a [`HubBuilder`] with the default limits.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                registry: RwLock::default(),
+                open: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+                drained: Notify::new(),
+            }),
+        }
+    }
+
+    /// The tower [`Layer`](tower_layer::Layer) that accepts WebSocket upgrades on `path` (matched
+    /// exactly) and passes every other request to the service it wraps.
+    ///
+    /// Wrap the **whole** application with it: with axum, `hub.layer("/ws").layer(router)`
+    /// rather than `router.layer(..)`, which would wrap each route on its own.
+    pub fn layer(&self, path: impl Into<String>) -> HubLayer {
+        HubLayer::new(self.clone(), path.into())
+    }
+
+    /// The HTTP publish endpoint (PROTOCOL.md §7). Choose how it authenticates to get the
+    /// service: [`PublishEndpoint::bearer_token`] or [`PublishEndpoint::allow_anonymous`].
+    pub fn publish_service(&self) -> PublishEndpoint {
+        PublishEndpoint::new(self.clone())
+    }
+
+    /// Routes an envelope to its recipients (PROTOCOL.md §2) and returns how many connections it
+    /// was queued to. Never waits: the envelope is serialised once and each target's queue gets a
+    /// shared reference to the same frame.
+    pub fn send(&self, envelope: &Envelope) -> usize {
+        let frame = envelope.to_frame();
+        let registry = self.read();
+        let mut delivered = 0;
+        for_each_target(
+            &registry,
+            &envelope.recipients,
+            self.inner.config.empty_recipients,
+            |member| delivered += usize::from(member.outbox.offer(frame.clone())),
+        );
+        delivered
+    }
+
+    /// Puts a connection into a group. Returns false when the connection is gone or already in it.
+    pub fn join(&self, connection: ConnectionId, group: &str) -> bool {
+        self.write().join(connection, group)
+    }
+
+    /// Takes a connection out of a group. Returns false when the connection is gone or not in it.
+    pub fn leave(&self, connection: ConnectionId, group: &str) -> bool {
+        self.write().leave(connection, group)
+    }
+
+    /// How many sockets are connected.
+    pub fn connection_count(&self) -> usize {
+        self.read().len()
+    }
+
+    /// How many distinct non-empty user ids are connected.
+    pub fn user_count(&self) -> usize {
+        self.read().user_count()
+    }
+
+    /// How many groups have at least one connection.
+    pub fn group_count(&self) -> usize {
+        self.read().group_count()
+    }
+
+    /// The connections of a user (all of their tabs and devices).
+    pub fn user_connections(&self, user_id: &str) -> Vec<ConnectionId> {
+        let registry = self.read();
+        let slots = registry.user(user_id).into_iter().flatten();
+        slots
+            .filter_map(|&slot| registry.at(slot).map(|m| m.id))
+            .collect()
+    }
+
+    /// The connections in a group.
+    pub fn group_connections(&self, group: &str) -> Vec<ConnectionId> {
+        let registry = self.read();
+        let slots = registry.group(group).into_iter().flatten();
+        slots
+            .filter_map(|&slot| registry.at(slot).map(|m| m.id))
+            .collect()
+    }
+
+    /// The groups a connection is in, or `None` when it is not connected.
+    pub fn groups_of(&self, connection: ConnectionId) -> Option<Vec<String>> {
+        let registry = self.read();
+        let member = registry.get(connection)?;
+        Some(member.groups.iter().map(|g| g.to_string()).collect())
+    }
+
+    /// Closes every socket with 1001 (going away), refuses new ones with `503`, and waits until
+    /// the sockets are closed or the shutdown timeout has passed.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        for member in self.read().members() {
+            member.outbox.close.close(crate::connection::CLOSE_GOING_AWAY);
+        }
+        let drained = async {
+            loop {
+                let notified = self.inner.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.inner.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(self.inner.config.shutdown_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.inner.open.load(Ordering::Acquire),
+                "sockets still open when the shutdown timeout passed"
+            );
+        }
+    }
+
+    /// A future for `axum::serve(..).with_graceful_shutdown(..)` (or any server's equivalent):
+    /// it waits for `signal`, then shuts the hub down, so every socket is closed with 1001 before
+    /// the server stops.
+    ///
+    /// ```no_run
+    /// # async fn run(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
+    /// let hub = wshub::Hub::builder().build();
+    /// let app = tower::Layer::layer(&hub.layer("/ws"), app);
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(hub.shutdown_on(async { tokio::signal::ctrl_c().await.ok(); }))
+    ///     .await
+    /// # }
+    /// ```
+    pub fn shutdown_on(
+        &self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let hub = self.clone();
+        async move {
+            signal.await;
+            hub.shutdown().await;
+        }
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Takes a place under the connection limit for a socket about to open.
+    pub(crate) fn reserve(&self) -> Result<Permit, Full> {
+        if self.is_shutting_down() {
+            return Err(Full::ShuttingDown);
+        }
+        let limit = self.inner.config.max_connections;
+        let taken = self
+            .inner
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Permit { hub: self.clone() }),
+            Err(_) => Err(Full::AtLimit),
+        }
+    }
+
+    /// Adds a connection to the registry; false when shutdown began first (checked under the same
+    /// lock shutdown reads the members under, so no connection slips past it).
+    pub(crate) fn register(&self, id: ConnectionId, identity: &Identity, outbox: Outbox) -> bool {
+        let mut registry = self.write();
+        if self.is_shutting_down() {
+            return false;
+        }
+        registry.insert(id, &identity.user_id, &[&identity.group_id], outbox);
+        true
+    }
+
+    pub(crate) fn unregister(&self, id: ConnectionId) {
+        self.write().remove(id);
+    }
+
+    // A panic while the lock is held cannot leave the registry half-changed in a way that matters
+    // more than losing every socket would, so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, Registry<Outbox>> {
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Registry<Outbox>> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &self.connection_count())
+            .field("open", &self.inner.open.load(Ordering::Relaxed))
+            .field("closing", &self.is_shutting_down())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,11 @@
+//! The tower middleware that owns the socket path: [`HubLayer`] wraps the application in a
+//! [`HubService`], which answers WebSocket upgrades on that path and passes every other request
+//! through untouched.
+
+mod body;
+mod future;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use service::{HubLayer, HubService};

@@ -1,0 +1,60 @@
+//! # wshub
+//!
+//! A real-time WebSocket hub inside any tower, axum or hyper server. One [`HubLayer`] owns the
+//! socket path and hands each socket to a shared registry of connections, groups and users; a
+//! [`PublishService`] lets any backend send to those sockets over plain HTTP; and [`Hub::send`]
+//! does the same from Rust. Every message is one JSON [`Envelope`] of the
+//! [wire protocol](https://github.com/wshub/wshub/blob/main/docs/protocol.md), a superset of
+//! West Wind Web Connection's hybrid WebSocket protocol.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tower::Layer;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = wshub::Hub::builder().build();
+//! let app = Router::new()
+//!     .route("/", get(|| async { "a page whose script opens ws://host/ws?groupId=room-1" }))
+//!     .route_service("/api/publish", hub.publish_service().bearer_token("a long secret"));
+//! // The hub wraps the WHOLE router: every request that is not an upgrade on /ws passes through.
+//! let app = hub.layer("/ws").layer(app);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(hub.shutdown_on(async { tokio::signal::ctrl_c().await.ok(); }))
+//!     .await
+//! # }
+//! ```
+//!
+//! Then any backend can publish:
+//!
+//! ```text
+//! curl -H 'Authorization: Bearer a long secret' http://127.0.0.1:3000/api/publish \
+//!      -d '{"action":"news","message":"hello","recipients":[{"type":"group","value":"room-1"}]}'
+//! {"delivered":1}
+//! ```
+//!
+//! With plain hyper, serve connections with `serve_connection_with_upgrades` (hyper-util's
+//! `auto::Builder`), or the upgrade cannot complete.
+
+mod config;
+mod connection;
+mod envelope;
+mod error;
+mod handshake;
+mod hub;
+mod id;
+mod identity;
+mod layer;
+mod publish;
+mod registry;
+mod routing;
+
+pub use config::HubBuilder;
+pub use envelope::{Envelope, Recipient, RecipientKind};
+pub use error::EnvelopeError;
+pub use hub::Hub;
+pub use id::{ConnectionId, ParseConnectionIdError};
+pub use layer::{HubLayer, HubService, ResponseBody, ResponseFuture};
+pub use publish::{PublishEndpoint, PublishService};
+pub use routing::EmptyRecipients;

@@ -1,0 +1,220 @@
+//! The HTTP publish endpoint (PROTOCOL.md §7): any backend POSTs an envelope, or an array of them,
+//! and the hub routes it. It is never open by accident: to get the service at all, the application
+//! picks a bearer token, or says that something else (a tower auth layer) guards it.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tower_service::Service;
+
+use crate::envelope::Envelope;
+use crate::hub::Hub;
+
+/// The publish endpoint before it has been told how to authenticate; not yet a service.
+///
+/// Made by [`Hub::publish_service`].
+#[derive(Debug, Clone)]
+#[must_use = "a publish endpoint does nothing until it is given authentication and routed"]
+pub struct PublishEndpoint {
+    hub: Hub,
+}
+
+impl PublishEndpoint {
+    pub(crate) fn new(hub: Hub) -> Self {
+        Self { hub }
+    }
+
+    /// Requires `Authorization: Bearer <token>`, compared in constant time.
+    ///
+    /// ```
+    /// use axum::Router;
+    ///
+    /// let hub = wshub::Hub::builder().build();
+    /// let app: Router = Router::new()
+    ///     .route_service("/api/publish", hub.publish_service().bearer_token("s3cret-token"));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `token` is empty: an unset secret must not open the endpoint.
+    pub fn bearer_token(self, token: impl Into<String>) -> PublishService {
+        let token = token.into();
+        assert!(
+            !token.is_empty(),
+            "wshub: the publish endpoint's bearer token is empty"
+        );
+        PublishService {
+            hub: self.hub,
+            auth: Auth::Bearer(Arc::from(token.into_bytes())),
+        }
+    }
+
+    /// Accepts every request that reaches it: for an endpoint that another layer authenticates
+    /// (any tower auth middleware), or that only trusted hosts can reach.
+    pub fn allow_anonymous(self) -> PublishService {
+        PublishService {
+            hub: self.hub,
+            auth: Auth::Anonymous,
+        }
+    }
+}
+
+/// The publish endpoint as a tower service: `POST` an envelope or an array of envelopes, get
+/// `{"delivered": N}`.
+#[derive(Clone)]
+pub struct PublishService {
+    hub: Hub,
+    auth: Auth,
+}
+
+#[derive(Clone)]
+enum Auth {
+    Bearer(Arc<[u8]>),
+    Anonymous,
+}
+
+impl fmt::Debug for PublishService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match self.auth {
+            Auth::Bearer(_) => "bearer token",
+            Auth::Anonymous => "anonymous",
+        };
+        f.debug_struct("PublishService")
+            .field("hub", &self.hub)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+impl<B> Service<Request<B>> for PublishService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.publish(request).await) })
+    }
+}
+
+impl PublishService {
+    async fn publish<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if request.method() != Method::POST {
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        if let Err(response) = self.authenticate(request.headers()) {
+            return response;
+        }
+        let limit = self.hub.config().max_publish_body;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return too_large(limit);
+        }
+        let body = match Limited::new(request.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return too_large(limit),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "the request body could not be read"),
+        };
+        let envelopes = match Envelope::parse_batch(&body, self.hub.config().fields) {
+            Ok(envelopes) => envelopes,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let delivered: usize = envelopes.iter().map(|e| self.hub.send(e)).sum();
+        json(StatusCode::OK, &serde_json::json!({ "delivered": delivered }))
+    }
+
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<(), Response<Full<Bytes>>> {
+        let Auth::Bearer(expected) = &self.auth else {
+            return Ok(());
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        let (message, challenge) = match presented {
+            Some(token) if constant_time_eq(token, expected) => return Ok(()),
+            Some(_) => (
+                "the bearer token is not valid",
+                r#"Bearer realm="wshub", error="invalid_token""#,
+            ),
+            None => ("a bearer token is required", r#"Bearer realm="wshub""#),
+        };
+        let mut response = error(StatusCode::UNAUTHORIZED, message);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        Err(response)
+    }
+}
+
+/// Compares in time that depends only on the expected token's length, not on where they differ.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        diff |= e ^ presented.get(i).copied().unwrap_or(!e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn too_large(limit: usize) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is larger than {limit} bytes"),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::from(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_tokens() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret!", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+}
