@@ -235,7 +235,10 @@ impl Session {
             }
         };
         if envelope.action.starts_with("__") {
-            self.error("forbidden", "actions starting with __ are reserved for the hub");
+            self.error(
+                "forbidden",
+                "actions starting with __ are reserved for the hub",
+            );
             return Next::Continue;
         }
         // A client cannot speak as someone else.

@@ -232,7 +232,10 @@ impl Envelope {
     }
 
     /// Parses a JSON envelope or a JSON array of envelopes; all of them or none.
-    pub(crate) fn parse_batch(json: &[u8], limits: FieldLimits) -> Result<Vec<Self>, EnvelopeError> {
+    pub(crate) fn parse_batch(
+        json: &[u8],
+        limits: FieldLimits,
+    ) -> Result<Vec<Self>, EnvelopeError> {
         let batch: OneOrMany = serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
         let envelopes = match batch {
             OneOrMany::One(envelope) => vec![envelope],
@@ -604,7 +607,10 @@ mod tests {
     #[test]
     fn message_passes_through_byte_for_byte() {
         let e = parse(r#"{"message":{"b":1,"a":1.50,"n":12345678901234567890123}}"#).unwrap();
-        assert_eq!(e.message.get(), r#"{"b":1,"a":1.50,"n":12345678901234567890123}"#);
+        assert_eq!(
+            e.message.get(),
+            r#"{"b":1,"a":1.50,"n":12345678901234567890123}"#
+        );
         let e = parse(r#"{"message":null}"#).unwrap();
         assert_eq!(e.message.get(), "null");
     }
@@ -641,10 +647,22 @@ mod tests {
             (r#"{"action":1}"#, "`action` must be a string"),
             (r#"{"userId":false}"#, "`userId` must be a string or null"),
             (r#"{"recipients":{}}"#, "recipients"),
-            (r#"{"recipients":[{"type":"nobody","value":"x"}]}"#, "recipients[0].type \"nobody\""),
-            (r#"{"recipients":[{"type":"all"},{"value":"x"}]}"#, "recipients[1].type is missing"),
-            (r#"{"recipients":[{"type":"user"}]}"#, "recipients[0].value is missing"),
-            (r#"{"recipients":[{"type":"user","value":[1]}]}"#, "string or a number"),
+            (
+                r#"{"recipients":[{"type":"nobody","value":"x"}]}"#,
+                "recipients[0].type \"nobody\"",
+            ),
+            (
+                r#"{"recipients":[{"type":"all"},{"value":"x"}]}"#,
+                "recipients[1].type is missing",
+            ),
+            (
+                r#"{"recipients":[{"type":"user"}]}"#,
+                "recipients[0].value is missing",
+            ),
+            (
+                r#"{"recipients":[{"type":"user","value":[1]}]}"#,
+                "string or a number",
+            ),
             (r#"{"action":"a","action":"b"}"#, "duplicate field `action`"),
         ] {
             let err = parse(json).expect_err(json);
@@ -660,10 +678,14 @@ mod tests {
         };
         let parse = |j: &str| Envelope::parse(j.as_bytes(), limits).map_err(|e| e.to_string());
         assert!(parse(r#"{"action":"abcd"}"#).is_ok());
-        assert!(parse(r#"{"action":"abcde"}"#).unwrap_err().contains("action"));
-        assert!(parse(r#"{"recipients":[{"type":"all"},{"type":"all"},{"type":"all"}]}"#)
+        assert!(parse(r#"{"action":"abcde"}"#)
             .unwrap_err()
-            .contains("limit is 2"));
+            .contains("action"));
+        assert!(
+            parse(r#"{"recipients":[{"type":"all"},{"type":"all"},{"type":"all"}]}"#)
+                .unwrap_err()
+                .contains("limit is 2")
+        );
         assert!(parse(r#"{"recipients":[{"type":"user","value":"abcde"}]}"#)
             .unwrap_err()
             .contains("recipients[0].value"));
@@ -676,8 +698,11 @@ mod tests {
         assert_eq!(ok.len(), 2);
         let one = Envelope::parse_batch(br#"{"action":"a"}"#, limits).unwrap();
         assert_eq!(one.len(), 1);
-        let err = Envelope::parse_batch(br#"[{"action":"a"},{"recipients":[{"type":"x","value":""}]}]"#, limits)
-            .unwrap_err();
+        let err = Envelope::parse_batch(
+            br#"[{"action":"a"},{"recipients":[{"type":"x","value":""}]}]"#,
+            limits,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("recipients[0].type"), "{err}");
         assert!(Envelope::parse_batch(b"3", limits).is_err());
     }

@@ -55,7 +55,10 @@ impl Refusal {
         );
         match self {
             Self::UnsupportedVersion => {
-                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
             }
             Self::AtLimit | Self::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -89,7 +92,9 @@ pub(crate) fn accept<B>(hub: &Hub, mut request: Request<B>) -> Response<Full<Byt
     match check(hub, &request) {
         Ok(accept_key) => {
             // The upgrade resolves only after the 101 is sent: take it now, await it in the task.
-            let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
+            let Some(on_upgrade) = request
+                .extensions_mut()
+                .remove::<hyper::upgrade::OnUpgrade>()
             else {
                 return Refusal::NotUpgradable.response();
             };
@@ -128,7 +133,11 @@ fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
     if !has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(Refusal::NoConnectionUpgrade);
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         return Err(Refusal::UnsupportedVersion);
     }
     let key = headers
@@ -225,10 +234,19 @@ mod tests {
             h
         };
         let same = OriginPolicy::SameHost;
-        assert!(origin_allowed(&same, &headers("http://a.test:3000", "a.test:3000")));
+        assert!(origin_allowed(
+            &same,
+            &headers("http://a.test:3000", "a.test:3000")
+        ));
         assert!(origin_allowed(&same, &headers("https://A.test", "a.test")));
-        assert!(!origin_allowed(&same, &headers("http://evil.test", "a.test")));
-        assert!(!origin_allowed(&same, &headers("http://a.test:3001", "a.test:3000")));
+        assert!(!origin_allowed(
+            &same,
+            &headers("http://evil.test", "a.test")
+        ));
+        assert!(!origin_allowed(
+            &same,
+            &headers("http://a.test:3001", "a.test:3000")
+        ));
         assert!(!origin_allowed(&same, &headers("null", "a.test")));
         assert!(origin_allowed(&same, &HeaderMap::new()));
         let list = OriginPolicy::List(vec!["https://b.test".into()]);

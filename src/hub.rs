@@ -226,7 +226,10 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Release);
         for member in self.read().members() {
-            member.outbox.close.close(crate::connection::CLOSE_GOING_AWAY);
+            member
+                .outbox
+                .close
+                .close(crate::connection::CLOSE_GOING_AWAY);
         }
         let drained = async {
             loop {

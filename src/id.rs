@@ -83,9 +83,16 @@ mod tests {
 
     #[test]
     fn only_32_hex_digits_parse() {
-        for bad in ["", "+0000000000000000000000000000000", "g0000000000000000000000000000000", "00"] {
+        for bad in [
+            "",
+            "+0000000000000000000000000000000",
+            "g0000000000000000000000000000000",
+            "00",
+        ] {
             assert!(bad.parse::<ConnectionId>().is_err(), "{bad}");
         }
-        assert!("ABCDEF00000000000000000000000000".parse::<ConnectionId>().is_ok());
+        assert!("ABCDEF00000000000000000000000000"
+            .parse::<ConnectionId>()
+            .is_ok());
     }
 }

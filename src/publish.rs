@@ -142,14 +142,22 @@ impl PublishService {
         let body = match Limited::new(request.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<LengthLimitError>() => return too_large(limit),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "the request body could not be read"),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+            }
         };
         let envelopes = match Envelope::parse_batch(&body, self.hub.config().fields) {
             Ok(envelopes) => envelopes,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let delivered: usize = envelopes.iter().map(|e| self.hub.send(e)).sum();
-        json(StatusCode::OK, &serde_json::json!({ "delivered": delivered }))
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "delivered": delivered }),
+        )
     }
 
     fn authenticate(&self, headers: &http::HeaderMap) -> Result<(), Response<Full<Bytes>>> {
@@ -168,9 +176,10 @@ impl PublishService {
             None => ("a bearer token is required", r#"Bearer realm="wshub""#),
         };
         let mut response = error(StatusCode::UNAUTHORIZED, message);
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
         Err(response)
     }
 }

@@ -43,8 +43,12 @@ pub(crate) fn for_each_target<T>(
         }
     };
 
-    let mut includes = recipients.iter().filter(|r| !r.kind.is_exclude()).peekable();
-    let everyone = includes.peek().is_none() || recipients.iter().any(|r| r.kind == RecipientKind::All);
+    let mut includes = recipients
+        .iter()
+        .filter(|r| !r.kind.is_exclude())
+        .peekable();
+    let everyone =
+        includes.peek().is_none() || recipients.iter().any(|r| r.kind == RecipientKind::All);
     if everyone {
         registry.members().for_each(visit);
         return;
@@ -53,7 +57,9 @@ pub(crate) fn for_each_target<T>(
     let includes: Vec<&Recipient> = includes.collect();
     if let [only] = includes[..] {
         // One include selects each connection at most once: no de-duplication needed.
-        for_each_selected(registry, only, |slot| visit_slot(registry, slot, &mut visit));
+        for_each_selected(registry, only, |slot| {
+            visit_slot(registry, slot, &mut visit)
+        });
         return;
     }
     let mut seen = HashSet::new();
@@ -66,7 +72,11 @@ pub(crate) fn for_each_target<T>(
     }
 }
 
-fn visit_slots<T>(registry: &Registry<T>, slots: &HashSet<Slot>, mut visit: impl FnMut(&Member<T>)) {
+fn visit_slots<T>(
+    registry: &Registry<T>,
+    slots: &HashSet<Slot>,
+    mut visit: impl FnMut(&Member<T>),
+) {
     for &slot in slots {
         visit_slot(registry, slot, &mut visit);
     }
@@ -82,8 +92,16 @@ fn visit_slot<T>(registry: &Registry<T>, slot: Slot, visit: &mut impl FnMut(&Mem
 fn for_each_selected<T>(registry: &Registry<T>, include: &Recipient, mut f: impl FnMut(Slot)) {
     let value = include.value.as_str();
     match include.kind {
-        RecipientKind::Group => registry.group(value).into_iter().flatten().for_each(|&s| f(s)),
-        RecipientKind::User => registry.user(value).into_iter().flatten().for_each(|&s| f(s)),
+        RecipientKind::Group => registry
+            .group(value)
+            .into_iter()
+            .flatten()
+            .for_each(|&s| f(s)),
+        RecipientKind::User => registry
+            .user(value)
+            .into_iter()
+            .flatten()
+            .for_each(|&s| f(s)),
         RecipientKind::Connection => {
             if let Some(slot) = value.parse().ok().and_then(|id| registry.slot_of(id)) {
                 f(slot)
@@ -172,7 +190,8 @@ mod tests {
             .iter()
             .filter(|c| {
                 if recipients.is_empty() {
-                    return empty == EmptyRecipients::Everyone || c.groups.iter().all(String::is_empty);
+                    return empty == EmptyRecipients::Everyone
+                        || c.groups.iter().all(String::is_empty);
                 }
                 let includes: Vec<_> = recipients.iter().filter(|r| !r.kind.is_exclude()).collect();
                 let included = includes.is_empty() || includes.iter().any(|r| selects(c, r));

@@ -1,0 +1,319 @@
+//! Shared test harness: a real hyper server on 127.0.0.1:0 with the hub in front of an axum
+//! router, a real WebSocket client, and raw HTTP for the requests a well-behaved client would not
+//! send. Every wait is bounded by [`WAIT`] and fails with a message saying what did not happen.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tower::Layer;
+use wshub::{Hub, HubBuilder};
+
+/// The longest any single event may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestServer {
+    /// A hub with default options behind `/ws`, a publish endpoint at `/api/publish` with
+    /// [`TOKEN`], and `/` answering "app" (what passes through).
+    pub async fn start() -> Self {
+        Self::with(Hub::builder()).await
+    }
+
+    pub async fn with(builder: HubBuilder) -> Self {
+        let hub = builder.build();
+        let app = Router::new()
+            .route("/", get(|| async { "app" }))
+            .route(
+                "/ws",
+                get(|| async { "app at /ws" }).post(|| async { "app post at /ws" }),
+            )
+            .route("/wsx", get(|| async { "app at /wsx" }))
+            .route_service("/api/publish", hub.publish_service().bearer_token(TOKEN))
+            .route_service("/api/open", hub.publish_service().allow_anonymous());
+        Self::serve(hub, app).await
+    }
+
+    /// Serves `app` behind `hub.layer("/ws")` on a real hyper server with upgrades enabled.
+    pub async fn serve(hub: Hub, app: Router) -> Self {
+        let service = hub.layer("/ws").layer(app);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(service.clone());
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, hub, server }
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.addr)
+    }
+
+    /// Connects a client to `/ws<query>` and reads its `__connected` envelope.
+    pub async fn connect(&self, query: &str) -> Client {
+        let (ws, response) = within(
+            "the WebSocket handshake",
+            tokio_tungstenite::connect_async(self.ws_url(query)),
+        )
+        .await
+        .expect("WebSocket handshake");
+        assert_eq!(response.status(), 101);
+        let mut client = Client {
+            ws,
+            id: String::new(),
+        };
+        let connected = client.recv().await;
+        assert_eq!(
+            connected["action"], "__connected",
+            "first envelope: {connected}"
+        );
+        client.id = connected["message"]["connectionId"]
+            .as_str()
+            .expect("connectionId is a string")
+            .to_owned();
+        client
+    }
+
+    /// Connects `n` clients with the same query.
+    pub async fn connect_many(&self, n: usize, query: &str) -> Vec<Client> {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(self.connect(query).await);
+        }
+        clients
+    }
+
+    /// Sends raw bytes as an HTTP request and returns the response head and whatever body arrived
+    /// until the server closed or paused.
+    pub async fn raw(&self, request: &str) -> RawResponse {
+        raw_http(self.addr, request.as_bytes()).await
+    }
+
+    /// POSTs `body` to `path` with optional bearer token; returns status, headers, body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &str) -> RawResponse {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        self.raw(&request).await
+    }
+
+    /// Publishes through the HTTP endpoint with the right token and returns `delivered`.
+    pub async fn publish(&self, body: &str) -> u64 {
+        let response = self.post("/api/publish", Some(TOKEN), body).await;
+        assert_eq!(response.status, 200, "publish answered {response:?}");
+        response.json()["delivered"]
+            .as_u64()
+            .expect("delivered is a number")
+    }
+
+    /// A valid upgrade request for `/ws` with `extra` header lines (each ending in \r\n).
+    pub fn upgrade_request(&self, extra: &str) -> String {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
+            self.addr
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Writes `request` to a fresh TCP connection and reads the response head and body. The body is
+/// read to the end for responses with `Content-Length`, and not at all after a `101`.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    within("a raw HTTP response", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request).await.expect("write request");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = find(&buf, b"\r\n\r\n") {
+                break at;
+            }
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(
+                n > 0,
+                "connection closed before a response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let mut response = RawResponse {
+            status,
+            head,
+            body: String::new(),
+        };
+        let mut body = buf[head_end + 4..].to_vec();
+        if let Some(len) = response
+            .header("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+        {
+            while body.len() < len {
+                let n = stream.read(&mut chunk).await.expect("read body");
+                assert!(n > 0, "connection closed mid-body");
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if status != 101 {
+            stream.read_to_end(&mut body).await.ok();
+        }
+        response.body = String::from_utf8_lossy(&body).into_owned();
+        response
+    })
+    .await
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The connection id the hub announced in `__connected`.
+    pub id: String,
+}
+
+impl Client {
+    /// Sends a text frame.
+    pub async fn send(&mut self, text: &str) {
+        within("sending a frame", self.ws.send(Message::text(text)))
+            .await
+            .expect("send");
+    }
+
+    /// Sends an envelope given as JSON.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send(&value.to_string()).await;
+    }
+
+    /// The next envelope, skipping pings; fails on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = within("an envelope", self.ws.next())
+                .await
+                .expect("socket ended while waiting for an envelope")
+                .expect("socket error while waiting for an envelope");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected an envelope, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next envelope, which must have `action`. To prove that an envelope did NOT arrive,
+    /// route a marker envelope after it and expect the marker next: routing is in order.
+    pub async fn recv_action(&mut self, action: &str) -> Value {
+        let envelope = self.recv().await;
+        assert_eq!(envelope["action"], action, "unexpected envelope {envelope}");
+        envelope
+    }
+
+    /// Waits for the close frame and returns its code; fails on anything else but pings,
+    /// pongs and envelopes (which are skipped).
+    pub async fn expect_close(&mut self) -> Option<CloseCode> {
+        within("the server's close frame", async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => panic!("socket error instead of a close frame: {e}"),
+                    None => panic!("socket ended without a close frame"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until the socket has ended, whether by close frame, error or EOF.
+    pub async fn expect_end(&mut self) {
+        within("the socket to end", async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await
+    }
+}
+
+/// An envelope addressed to `recipients`.
+pub fn envelope(action: &str, message: Value, recipients: Value) -> Value {
+    serde_json::json!({ "action": action, "message": message, "recipients": recipients })
+}
