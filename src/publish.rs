@@ -128,8 +128,8 @@ impl PublishService {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        if let Err(response) = self.authenticate(request.headers()) {
-            return response;
+        if let Some(refusal) = self.refusal(request.headers()) {
+            return refusal;
         }
         let limit = self.hub.config().max_publish_body;
         let declared = request
@@ -160,15 +160,16 @@ impl PublishService {
         )
     }
 
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<(), Response<Full<Bytes>>> {
+    /// The `401` for a request without the right credentials; `None` lets it through.
+    fn refusal(&self, headers: &http::HeaderMap) -> Option<Response<Full<Bytes>>> {
         let Auth::Bearer(expected) = &self.auth else {
-            return Ok(());
+            return None;
         };
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
         let (message, challenge) = match presented {
-            Some(token) if constant_time_eq(token, expected) => return Ok(()),
+            Some(token) if constant_time_eq(token, expected) => return None,
             Some(_) => (
                 "the bearer token is not valid",
                 r#"Bearer realm="wshub", error="invalid_token""#,
@@ -180,7 +181,7 @@ impl PublishService {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),
         );
-        Err(response)
+        Some(response)
     }
 }
 
