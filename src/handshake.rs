@@ -5,12 +5,11 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::config::OriginPolicy;
-use crate::hub::{Full as HubFull, Hub};
+use crate::hub::{Hub, Unavailable};
 use crate::{connection, identity};
 
 /// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
@@ -45,8 +44,8 @@ impl Refusal {
         }
     }
 
-    fn response(self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::from(format!("{self}\n")));
+    fn response(self) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::from(format!("{self}\n")));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -88,7 +87,7 @@ impl fmt::Display for Refusal {
 }
 
 /// Answers an upgrade request: `101` with the socket handed to its own task, or a refusal.
-pub(crate) fn accept<B>(hub: &Hub, mut request: Request<B>) -> Response<Full<Bytes>> {
+pub(crate) fn accept<B>(hub: &Hub, mut request: Request<B>) -> Response<Bytes> {
     match check(hub, &request) {
         Ok(accept_key) => {
             // The upgrade resolves only after the 101 is sent: take it now, await it in the task.
@@ -100,8 +99,8 @@ pub(crate) fn accept<B>(hub: &Hub, mut request: Request<B>) -> Response<Full<Byt
             };
             let permit = match hub.reserve() {
                 Ok(permit) => permit,
-                Err(HubFull::AtLimit) => return Refusal::AtLimit.response(),
-                Err(HubFull::ShuttingDown) => return Refusal::ShuttingDown.response(),
+                Err(Unavailable::AtLimit) => return Refusal::AtLimit.response(),
+                Err(Unavailable::ShuttingDown) => return Refusal::ShuttingDown.response(),
             };
             let identity = identity::from_query(request.uri().query());
             let hub = hub.clone();
@@ -150,8 +149,8 @@ fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
     HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| Refusal::BadKey)
 }
 
-fn switching_protocols(accept_key: &HeaderValue) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::default());
+fn switching_protocols(accept_key: &HeaderValue) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

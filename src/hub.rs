@@ -110,7 +110,7 @@ impl Drop for Permit {
 
 /// Why the hub takes no new socket now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Full {
+pub(crate) enum Unavailable {
     AtLimit,
     ShuttingDown,
 }
@@ -287,9 +287,9 @@ impl Hub {
     }
 
     /// Takes a place under the connection limit for a socket about to open.
-    pub(crate) fn reserve(&self) -> Result<Permit, Full> {
+    pub(crate) fn reserve(&self) -> Result<Permit, Unavailable> {
         if self.is_shutting_down() {
-            return Err(Full::ShuttingDown);
+            return Err(Unavailable::ShuttingDown);
         }
         let limit = self.inner.config.max_connections;
         let taken = self
@@ -300,7 +300,7 @@ impl Hub {
             });
         match taken {
             Ok(_) => Ok(Permit { hub: self.clone() }),
-            Err(_) => Err(Full::AtLimit),
+            Err(_) => Err(Unavailable::AtLimit),
         }
     }
 

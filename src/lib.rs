@@ -55,6 +55,11 @@ pub use envelope::{Envelope, Recipient, RecipientKind};
 pub use error::EnvelopeError;
 pub use hub::Hub;
 pub use id::{ConnectionId, ParseConnectionIdError};
-pub use layer::{HubLayer, HubService, ResponseBody, ResponseFuture};
+pub use layer::{HubLayer, HubService, ResponseFuture};
 pub use publish::{PublishEndpoint, PublishService};
 pub use routing::EmptyRecipients;
+
+/// The README's examples compile as doc tests, so the quick start cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

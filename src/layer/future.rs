@@ -1,16 +1,13 @@
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::Response;
-use http_body_util::Full;
 use pin_project::pin_project;
 
-use super::ResponseBody;
-
 /// The response future of [`HubService`](super::HubService): the hub's own answer, ready at once,
-/// or the wrapped service's.
+/// or the wrapped service's, untouched.
 #[pin_project]
 #[derive(Debug)]
 pub struct ResponseFuture<F> {
@@ -21,12 +18,12 @@ pub struct ResponseFuture<F> {
 #[pin_project(project = StateProj)]
 #[derive(Debug)]
 enum State<F> {
-    Ready(Option<Response<Full<Bytes>>>),
+    Ready(Option<Response<Bytes>>),
     Inner(#[pin] F),
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn ready(response: Response<Full<Bytes>>) -> Self {
+    pub(crate) fn ready(response: Response<Bytes>) -> Self {
         Self {
             state: State::Ready(Some(response)),
         }
@@ -42,8 +39,9 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: From<Bytes>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -51,12 +49,9 @@ where
                 let response = response
                     .take()
                     .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(response.map(ResponseBody::hub)))
+                Poll::Ready(Ok(response.map(B::from)))
             }
-            StateProj::Inner(future) => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(ResponseBody::inner)))
-            }
+            StateProj::Inner(future) => future.poll(cx),
         }
     }
 }

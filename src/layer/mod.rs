@@ -2,10 +2,10 @@
 //! [`HubService`], which answers WebSocket upgrades on that path and passes every other request
 //! through untouched.
 
-mod body;
+#[cfg(feature = "axum")]
+mod axum_serve;
 mod future;
 mod service;
 
-pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use service::{HubLayer, HubService};

@@ -1,5 +1,6 @@
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -49,6 +50,9 @@ impl<S> Layer<S> for HubLayer {
 
 /// The application with a hub in front: upgrades on the socket path become hub connections,
 /// everything else reaches `S` unchanged.
+///
+/// Its responses have the wrapped service's body type, which makes the hub's own answers (the
+/// `101` and the refusals) from [`Bytes`]: axum's `Body` and `Full<Bytes>` both can.
 #[derive(Debug, Clone)]
 pub struct HubService<S> {
     inner: S,
@@ -66,8 +70,9 @@ impl<S> HubService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HubService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
 {
-    type Response = Response<super::ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
