@@ -231,22 +231,20 @@ impl Envelope {
         Ok(envelope)
     }
 
-    /// Parses a JSON envelope or a JSON array of envelopes; all of them or none.
-    pub(crate) fn parse_batch(
-        json: &[u8],
-        limits: FieldLimits,
-    ) -> Result<Vec<Self>, EnvelopeError> {
-        let batch: OneOrMany = serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
-        let envelopes = match batch {
-            OneOrMany::One(envelope) => vec![envelope],
-            OneOrMany::Many(envelopes) => envelopes,
-        };
-        for (index, envelope) in envelopes.iter().enumerate() {
-            envelope
-                .check(limits)
-                .map_err(|e| e.at(format_args!("[{index}]")))?;
+    /// Parses a JSON envelope or a JSON array of envelopes; all of them or none. An error in an
+    /// array says which envelope it is in (`[2]: …`).
+    pub(crate) fn parse_batch(json: &[u8], limits: FieldLimits) -> Result<Vec<Self>, EnvelopeError> {
+        if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return Self::parse(json, limits).map(|envelope| vec![envelope]);
         }
-        Ok(envelopes)
+        let items: Vec<&RawValue> = serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                Self::parse(item.get().as_bytes(), limits).map_err(|e| e.at(format_args!("[{index}]")))
+            })
+            .collect()
     }
 
     fn check(&self, limits: FieldLimits) -> Result<(), EnvelopeError> {
@@ -558,34 +556,6 @@ impl<'de> Visitor<'de> for RecipientVisitor {
     }
 }
 
-enum OneOrMany {
-    One(Envelope),
-    Many(Vec<Envelope>),
-}
-
-impl<'de> Deserialize<'de> for OneOrMany {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BatchVisitor;
-        impl<'de> Visitor<'de> for BatchVisitor {
-            type Value = OneOrMany;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an envelope object or an array of envelope objects")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrMany, A::Error> {
-                EnvelopeVisitor.visit_map(map).map(OneOrMany::One)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
-                let mut out = Vec::new();
-                while let Some(envelope) = seq.next_element()? {
-                    out.push(envelope);
-                }
-                Ok(OneOrMany::Many(out))
-            }
-        }
-        deserializer.deserialize_any(BatchVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,7 +673,7 @@ mod tests {
             limits,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("recipients[0].type"), "{err}");
+        assert!(err.to_string().contains("[1]: recipients[0].type"), "{err}");
         assert!(Envelope::parse_batch(b"3", limits).is_err());
     }
 }

@@ -165,9 +165,7 @@ impl PublishService {
         let Auth::Bearer(expected) = &self.auth else {
             return None;
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| bearer(v.as_bytes()));
         let (message, challenge) = match presented {
             Some(token) if constant_time_eq(token, expected) => return None,
             Some(_) => (
@@ -183,6 +181,16 @@ impl PublishService {
         );
         Some(response)
     }
+}
+
+/// The token of `Bearer <token>`; the scheme is case-insensitive and may be followed by several
+/// spaces (RFC 7235 §2.1).
+fn bearer(authorization: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = authorization.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    Some(rest.trim_ascii_start())
 }
 
 /// Compares in time that depends only on the expected token's length, not on where they differ.
@@ -217,7 +225,17 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer, constant_time_eq};
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearerabc"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bear"), None);
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_tokens() {
