@@ -233,16 +233,21 @@ impl Envelope {
 
     /// Parses a JSON envelope or a JSON array of envelopes; all of them or none. An error in an
     /// array says which envelope it is in (`[2]: …`).
-    pub(crate) fn parse_batch(json: &[u8], limits: FieldLimits) -> Result<Vec<Self>, EnvelopeError> {
+    pub(crate) fn parse_batch(
+        json: &[u8],
+        limits: FieldLimits,
+    ) -> Result<Vec<Self>, EnvelopeError> {
         if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
             return Self::parse(json, limits).map(|envelope| vec![envelope]);
         }
-        let items: Vec<&RawValue> = serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
+        let items: Vec<&RawValue> =
+            serde_json::from_slice(json).map_err(EnvelopeError::from_json)?;
         items
             .iter()
             .enumerate()
             .map(|(index, item)| {
-                Self::parse(item.get().as_bytes(), limits).map_err(|e| e.at(format_args!("[{index}]")))
+                Self::parse(item.get().as_bytes(), limits)
+                    .map_err(|e| e.at(format_args!("[{index}]")))
             })
             .collect()
     }

@@ -165,7 +165,9 @@ impl PublishService {
         let Auth::Bearer(expected) = &self.auth else {
             return None;
         };
-        let presented = headers.get(header::AUTHORIZATION).and_then(|v| bearer(v.as_bytes()));
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
         let (message, challenge) = match presented {
             Some(token) if constant_time_eq(token, expected) => return None,
             Some(_) => (

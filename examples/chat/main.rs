@@ -1,0 +1,105 @@
+//! A minimal chat room on wshub: one page, one socket path, one publish endpoint.
+//!
+//! ```text
+//! cargo run --example chat                      # then open http://127.0.0.1:3000 in two tabs
+//! WSHUB_ADDR=0.0.0.0:8080 cargo run --example chat
+//! RUST_LOG=wshub=debug cargo run --example chat # the hub's own logs
+//! ```
+//!
+//! | variable | default |
+//! |---|---|
+//! | `WSHUB_ADDR` | `127.0.0.1:3000` |
+//! | `WSHUB_PUBLISH_TOKEN` | a random token, printed with a `curl` command that uses it |
+//! | `RUST_LOG` | `info` |
+
+use std::future::Future;
+use std::io::{self, IsTerminal};
+
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+
+    let addr = std::env::var("WSHUB_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let (token, generated) = match std::env::var("WSHUB_PUBLISH_TOKEN") {
+        Ok(token) if !token.is_empty() => (token, false),
+        _ => (random_token()?, true),
+    };
+
+    let hub = wshub::Hub::builder().build();
+    let router = Router::new()
+        .route("/", get(|| async { Html(include_str!("index.html")) }))
+        .route_service(
+            "/api/publish",
+            hub.publish_service().bearer_token(token.as_str()),
+        );
+    // The hub wraps the WHOLE router, so it sees upgrades on /ws before axum routes anything.
+    // (`Router::layer` would wrap each route on its own instead.)
+    let app = tower::Layer::layer(&hub.layer("/ws"), router);
+
+    // Installed before the address is printed, so a signal sent right after it is not lost.
+    let signal = shutdown_signal()?;
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    if generated {
+        println!("publish token (set WSHUB_PUBLISH_TOKEN to choose it): {token}");
+        println!(
+            "try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/publish \
+             -d '{{\"action\":\"chat\",\"userId\":\"curl\",\"message\":\"hello from curl\",\
+             \"recipients\":[{{\"type\":\"group\",\"value\":\"lobby\"}}]}}'"
+        );
+    }
+
+    // On Ctrl-C or SIGTERM: close every socket with 1001, then stop the server.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(hub.shutdown_on(signal))
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// 16 random bytes as 32 hex digits.
+fn random_token() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no random bytes: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there are signals.
+fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::info!("shutting down");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            tokio::signal::ctrl_c().await.ok();
+            tracing::info!("shutting down");
+        })
+    }
+}
