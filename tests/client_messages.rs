@@ -1,0 +1,256 @@
+//! PROTOCOL.md §4: what happens to the envelopes clients send, over real sockets.
+//!
+//! Absence is proven without sleeping: after the envelope under test, a `marker` envelope goes to
+//! everyone; routing is in order, so a connection that gets the marker first did not get the other.
+
+mod common;
+
+use common::{envelope, within, Client, TestServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use wshub::{Envelope, Recipient};
+
+/// Routes a `marker` envelope to every connection, from the server side.
+fn marker(server: &TestServer) {
+    server
+        .hub
+        .send(&Envelope::new("marker").to(Recipient::all()));
+}
+
+/// The next text frame, exactly as it arrived (pings and pongs skipped).
+async fn recv_text(client: &mut Client) -> String {
+    loop {
+        let message = within("a text frame", client.ws.next())
+            .await
+            .expect("socket ended while waiting for a text frame")
+            .expect("socket error while waiting for a text frame");
+        match message {
+            Message::Text(text) => return text.as_str().to_owned(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_envelope_is_relayed_to_its_recipients() {
+    let server = TestServer::start().await;
+    let mut sender = server.connect("?groupId=s").await;
+    let mut in_group = server.connect_many(2, "?groupId=g1").await;
+    let mut outside = server.connect("?groupId=g2").await;
+
+    sender
+        .send_json(&envelope(
+            "chat",
+            json!("hello g1"),
+            json!([{"type": "group", "value": "g1"}]),
+        ))
+        .await;
+    for client in &mut in_group {
+        let got = client.recv_action("chat").await;
+        assert_eq!(got["message"], "hello g1");
+        assert_eq!(got["groupId"], "s", "sent from the sender's group: {got}");
+    }
+    // Relayed only to its recipients: neither the sender nor g2 got it.
+    marker(&server);
+    sender.recv_action("marker").await;
+    outside.recv_action("marker").await;
+
+    // A connection recipient reaches exactly that one connection, even across groups.
+    let target = outside.id.clone();
+    sender
+        .send_json(&envelope(
+            "direct",
+            json!(1),
+            json!([{"type": "connection", "value": target}]),
+        ))
+        .await;
+    assert_eq!(outside.recv_action("direct").await["message"], 1);
+    marker(&server);
+    for client in in_group.iter_mut().chain([&mut sender]) {
+        client.recv_action("marker").await;
+    }
+}
+
+#[tokio::test]
+async fn hub_replaces_user_and_group_with_the_connections_identity() {
+    let server = TestServer::start().await;
+    let mut ann = server.connect("?userId=ann&groupId=g1").await;
+    let mut watcher = server.connect("?groupId=watch").await;
+
+    ann.send_json(&json!({
+        "action": "chat",
+        "message": "hi",
+        "userId": "mallory",
+        "groupId": "evil",
+        "recipients": [{"type": "group", "value": "watch"}],
+    }))
+    .await;
+    let got = watcher.recv_action("chat").await;
+    assert_eq!(
+        got["userId"], "ann",
+        "the hub must not let ann speak as mallory: {got}"
+    );
+    assert_eq!(
+        got["groupId"], "g1",
+        "the hub must not let ann speak for group evil: {got}"
+    );
+
+    // Missing or null fields get the connection's identity as well.
+    ann.send_json(&json!({
+        "action": "chat2",
+        "userId": null,
+        "recipients": [{"type": "group", "value": "watch"}],
+    }))
+    .await;
+    let got = watcher.recv_action("chat2").await;
+    assert_eq!(got["userId"], "ann", "{got}");
+    assert_eq!(got["groupId"], "g1", "{got}");
+}
+
+#[tokio::test]
+async fn anonymous_connection_keeps_its_own_user_and_group() {
+    let server = TestServer::start().await;
+    let mut anonymous = server.connect("").await;
+    let mut watcher = server.connect("?groupId=watch").await;
+
+    anonymous
+        .send_json(&json!({
+            "action": "chat",
+            "message": "hi",
+            "userId": "zed",
+            "groupId": "gz",
+            "recipients": [{"type": "group", "value": "watch"}],
+        }))
+        .await;
+    let got = watcher.recv_action("chat").await;
+    assert_eq!(got["userId"], "zed", "{got}");
+    assert_eq!(got["groupId"], "gz", "{got}");
+
+    // Nothing given: the defaults of §1.
+    anonymous
+        .send_json(&json!({
+            "action": "chat2",
+            "recipients": [{"type": "group", "value": "watch"}],
+        }))
+        .await;
+    let got = watcher.recv_action("chat2").await;
+    assert_eq!(got["userId"], "", "{got}");
+    assert_eq!(got["groupId"], "", "{got}");
+    assert_eq!(got["message"], "", "{got}");
+}
+
+#[tokio::test]
+async fn messages_from_one_connection_arrive_in_the_order_sent() {
+    const N: u64 = 200;
+    let server = TestServer::start().await;
+    let mut sender = server.connect("?userId=ann").await;
+    let receivers = server.connect_many(3, "?groupId=g1").await;
+
+    // Each receiver reads concurrently with the sending, as a browser would.
+    let readers: Vec<_> = receivers
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..N {
+                    let envelope = client.recv_action("n").await;
+                    got.push(envelope["message"].as_u64().expect("a number"));
+                }
+                got
+            })
+        })
+        .collect();
+    for i in 0..N {
+        sender
+            .send_json(&envelope(
+                "n",
+                json!(i),
+                json!([{"type": "group", "value": "g1"}]),
+            ))
+            .await;
+    }
+    let expected: Vec<u64> = (0..N).collect();
+    for reader in readers {
+        let got = within("a receiver to read every message", reader)
+            .await
+            .expect("reader task");
+        assert_eq!(got, expected, "messages arrive in the order they were sent");
+    }
+}
+
+#[tokio::test]
+async fn reserved_action_from_a_client_is_refused_as_forbidden() {
+    let server = TestServer::start().await;
+    let mut client = server.connect("?userId=ann").await;
+    let mut other = server.connect("").await;
+
+    for action in ["__connected", "__error", "__anything"] {
+        client
+            .send_json(&envelope(action, json!("spoof"), json!([{"type": "all"}])))
+            .await;
+        let error = client.recv_action("__error").await;
+        assert_eq!(error["message"]["code"], "forbidden", "{error}");
+        assert!(
+            error["message"]["detail"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{error}"
+        );
+    }
+    // Not relayed to anyone.
+    marker(&server);
+    client.recv_action("marker").await;
+    other.recv_action("marker").await;
+
+    // The socket stays open and keeps working; a single underscore is not reserved.
+    client
+        .send_json(&envelope("_fine", json!("ok"), json!([{"type": "all"}])))
+        .await;
+    assert_eq!(client.recv_action("_fine").await["message"], "ok");
+    assert_eq!(other.recv_action("_fine").await["message"], "ok");
+    assert_eq!(server.hub.connection_count(), 2);
+}
+
+#[tokio::test]
+async fn message_passes_through_untouched() {
+    let server = TestServer::start().await;
+    let mut sender = server.connect("").await;
+    let mut receiver = server.connect("?groupId=watch").await;
+
+    // Key order, the digits of numbers (1.50, an integer beyond u64, an exponent), escapes and
+    // whitespace are the sender's; a string that holds JSON stays a string.
+    let messages = [
+        r#"{"z": 1, "a": 1.50, "m": [true, null, "x\u00e9\n"], "big": 123456789012345678901234567890, "e": 1E+2}"#,
+        r#""{\"b\":2,\"a\":1.0}""#,
+        r#"[3, 2.000, -0, {}]"#,
+        r#"-1.50e-3"#,
+        r#"null"#,
+    ];
+    for (i, message) in messages.iter().enumerate() {
+        let text = format!(
+            r#"{{"action":"raw{i}","message":{message},"recipients":[{{"type":"group","value":"watch"}}]}}"#
+        );
+        sender.send(&text).await;
+        let frame = recv_text(&mut receiver).await;
+        let parsed: Value = serde_json::from_str(&frame).expect("the frame is JSON");
+        assert_eq!(parsed["action"], format!("raw{i}"), "{frame}");
+        assert!(
+            frame.contains(&format!(r#""message":{message}"#)),
+            "message {message} must arrive byte-identical, got frame {frame}"
+        );
+    }
+    // A string message stays a string (not parsed into an object).
+    sender
+        .send_json(&envelope(
+            "s",
+            json!("{\"a\":1}"),
+            json!([{"type": "group", "value": "watch"}]),
+        ))
+        .await;
+    assert_eq!(
+        receiver.recv_action("s").await["message"],
+        json!("{\"a\":1}")
+    );
+}
