@@ -37,6 +37,8 @@
 //! With plain hyper, serve connections with `serve_connection_with_upgrades` (hyper-util's
 //! `auto::Builder`), or the upgrade cannot complete.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod connection;
 mod envelope;
