@@ -43,7 +43,7 @@ impl Default for Config {
         Self {
             max_message_size: 64 * 1024,
             max_publish_body: 1024 * 1024,
-            outbound_queue: 256,
+            outbound_queue: 1024,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             max_connections: 100_000,
@@ -62,7 +62,7 @@ impl Default for Config {
 /// |---|---|
 /// | [`max_message_size`](Self::max_message_size) | 64 KiB |
 /// | [`max_publish_body`](Self::max_publish_body) | 1 MiB |
-/// | [`outbound_queue`](Self::outbound_queue) | 256 messages per connection |
+/// | [`outbound_queue`](Self::outbound_queue) | 1,024 messages per connection |
 /// | [`ping_interval`](Self::ping_interval) | 25 s |
 /// | [`idle_timeout`](Self::idle_timeout) | 60 s |
 /// | [`max_connections`](Self::max_connections) | 100,000 |
@@ -106,6 +106,9 @@ impl HubBuilder {
 
     /// How many messages may wait for one connection's socket. A connection whose queue is full
     /// when a message is routed to it is closed with 1008, so one slow reader never slows the rest.
+    ///
+    /// An empty queue costs nothing, so the bound can be generous: it must hold the largest burst
+    /// routed to one connection before its task gets to run (see [`Hub::send`]).
     pub fn outbound_queue(mut self, messages: usize) -> Self {
         self.config.outbound_queue = messages.max(1);
         self
@@ -186,5 +189,28 @@ impl HubBuilder {
     /// Builds the hub.
     pub fn build(self) -> Hub {
         Hub::from_config(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults the README and the builder's docs promise.
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.max_message_size, 64 * 1024);
+        assert_eq!(c.max_publish_body, 1024 * 1024);
+        assert_eq!(c.outbound_queue, 1024);
+        assert_eq!(c.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 100_000);
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.empty_recipients, EmptyRecipients::DefaultGroup);
+        assert_eq!(c.origins, OriginPolicy::SameHost);
+        assert_eq!(c.fields.max_recipients, 1024);
+        assert_eq!(c.fields.max_id_len, 256);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
     }
 }

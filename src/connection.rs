@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::config::RateLimit;
 use crate::envelope::Envelope;
-use crate::hub::{CloseSignal, Hub, Identity, Outbox, Permit};
+use crate::hub::{CloseSignal, Hub, Identity, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
 
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
@@ -148,6 +148,7 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut pace = Pace::default();
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + self.ping_interval;
         let timer = sleep_until(next_ping.min(last_heard + self.idle_timeout));
@@ -175,6 +176,7 @@ impl Session {
                         Next::Continue => {}
                         Next::Close(code) => return code,
                     }
+                    pace.tick().await;
                 }
                 () = &mut timer => {
                     let now = Instant::now();

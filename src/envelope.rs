@@ -564,6 +564,47 @@ impl<'de> Visitor<'de> for RecipientVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the network sends, parsing answers; it never panics.
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Envelope::from_json(&bytes);
+            let _ = Envelope::parse_batch(&bytes, FieldLimits::default());
+        }
+
+        /// Near-misses of the grammar, which random bytes rarely reach.
+        #[test]
+        fn parsing_envelope_shaped_text_never_panics(
+            text in r#"[\[{]?\{("(action|message|groupId|userId|recipients|type|value)":(\[|\{|"[a-zA-Z_]{0,4}"|-?[0-9]{1,3}|null|true|,|\}|\])+){0,6}\}?"#
+        ) {
+            let _ = Envelope::from_json(text.as_bytes());
+            let _ = Envelope::parse_batch(text.as_bytes(), FieldLimits::default());
+        }
+
+        /// What the hub serialises parses back to the same envelope.
+        #[test]
+        fn serialising_then_parsing_round_trips(
+            action in "[a-z_]{0,8}",
+            message in "\\PC{0,16}",
+            user in "\\PC{0,8}",
+            group in "\\PC{0,8}",
+            recipients in prop::collection::vec(
+                (0..7usize, "\\PC{0,8}").prop_map(|(k, v)| {
+                    let kinds = [RecipientKind::All, RecipientKind::Group, RecipientKind::User,
+                        RecipientKind::Connection, RecipientKind::AllButUser,
+                        RecipientKind::AllButGroup, RecipientKind::AllButConnection];
+                    Recipient::new(kinds[k], v)
+                }),
+                0..4,
+            ),
+        ) {
+            let mut envelope = Envelope::new(action).with_message(&message).from_user(user).from_group(group);
+            envelope.recipients = recipients;
+            prop_assert_eq!(Envelope::from_json(envelope.to_json().as_bytes()), Ok(envelope));
+        }
+    }
 
     fn parse(json: &str) -> Result<Envelope, String> {
         Envelope::from_json(json.as_bytes()).map_err(|e| e.to_string())

@@ -64,6 +64,29 @@ impl Outbox {
     }
 }
 
+/// Lets the runtime run between envelopes routed in a row.
+///
+/// Routing never waits, and a producer that finds its input already buffered (a client's burst,
+/// a long publish array) never has to: it would fill every target's queue before any connection
+/// task ran, and close healthy clients as if they did not read. Yielding every few envelopes lets
+/// the targets drain as the burst goes, so the queue bound only catches clients that do not read.
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    routed: u32,
+}
+
+impl Pace {
+    /// Envelopes routed between two yields; well under any sensible outbound queue.
+    const EVERY: u32 = 16;
+
+    pub(crate) async fn tick(&mut self) {
+        self.routed += 1;
+        if self.routed % Self::EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// Asks a connection's task to close its socket with a code; the first code asked for wins.
 #[derive(Debug, Default)]
 pub(crate) struct CloseSignal {
@@ -158,6 +181,12 @@ impl Hub {
     /// Routes an envelope to its recipients (PROTOCOL.md §2) and returns how many connections it
     /// was queued to. Never waits: the envelope is serialised once and each target's queue gets a
     /// shared reference to the same frame.
+    ///
+    /// A connection whose queue is full is closed with 1008 rather than waited for. When sending
+    /// many envelopes in a loop, let the runtime run between them (`tokio::task::yield_now().await`
+    /// every few sends) so the connections' tasks can drain their queues: a burst larger than
+    /// [`outbound_queue`](crate::HubBuilder::outbound_queue) to one connection without a pause
+    /// would close it. The hub's own producers (relays, the publish endpoint) do this.
     pub fn send(&self, envelope: &Envelope) -> usize {
         let frame = envelope.to_frame();
         let registry = self.read();

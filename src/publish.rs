@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tower_service::Service;
 
 use crate::envelope::Envelope;
-use crate::hub::Hub;
+use crate::hub::{Hub, Pace};
 
 /// The publish endpoint before it has been told how to authenticate; not yet a service.
 ///
@@ -153,7 +153,12 @@ impl PublishService {
             Ok(envelopes) => envelopes,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let delivered: usize = envelopes.iter().map(|e| self.hub.send(e)).sum();
+        let mut pace = Pace::default();
+        let mut delivered = 0;
+        for envelope in &envelopes {
+            delivered += self.hub.send(envelope);
+            pace.tick().await;
+        }
         json(
             StatusCode::OK,
             &serde_json::json!({ "delivered": delivered }),

@@ -1,0 +1,72 @@
+//! The documented defaults, observed from outside: a hub built with no options accepts a
+//! 64 KiB message and closes on one byte more, reads a 1 MiB publish body and refuses one byte
+//! more, and has no rate limit. (The time and count defaults are checked in `config.rs`'s unit
+//! tests: waiting 60 s or opening 100,000 sockets has no place in a test suite.)
+
+mod common;
+
+use common::TestServer;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// An envelope to everyone whose JSON text is exactly `len` bytes long.
+fn envelope_of_len(len: usize) -> String {
+    let text = |pad: usize| {
+        json!({"action": "big", "message": "x".repeat(pad), "recipients": [{"type": "all"}]})
+            .to_string()
+    };
+    let overhead = text(0).len();
+    let envelope = text(len - overhead);
+    assert_eq!(envelope.len(), len);
+    envelope
+}
+
+#[tokio::test]
+async fn default_max_message_is_64_kib() {
+    let server = TestServer::start().await;
+    let mut sender = server.connect("").await;
+    sender.send(&envelope_of_len(64 * 1024)).await;
+    let echoed = sender.recv_action("big").await;
+    assert_eq!(
+        echoed["message"].as_str().map(str::len),
+        Some(64 * 1024 - 59)
+    );
+
+    sender.send(&envelope_of_len(64 * 1024 + 1)).await;
+    assert_eq!(sender.expect_close().await, Some(CloseCode::Size));
+}
+
+#[tokio::test]
+async fn default_publish_body_limit_is_1_mib() {
+    let server = TestServer::start().await;
+    let mut client = server.connect("").await;
+    assert_eq!(server.publish(&envelope_of_len(1024 * 1024)).await, 1);
+    client.recv_action("big").await;
+
+    let response = server
+        .post(
+            "/api/publish",
+            Some(common::TOKEN),
+            &envelope_of_len(1024 * 1024 + 1),
+        )
+        .await;
+    assert_eq!(response.status, 413, "{response:?}");
+}
+
+#[tokio::test]
+async fn rate_limit_is_off_by_default() {
+    let server = TestServer::start().await;
+    let mut sender = server.connect("?userId=flood").await;
+    let mut receiver = server.connect("").await;
+    for n in 0..300 {
+        let envelope = json!({"action": "n", "message": n, "recipients": [{"type": "allButUser", "value": "flood"}]});
+        sender.send_json(&envelope).await;
+    }
+    for n in 0..300 {
+        let got = receiver.recv().await;
+        assert_eq!(
+            (got["action"].as_str(), got["message"].as_i64()),
+            (Some("n"), Some(n))
+        );
+    }
+}
