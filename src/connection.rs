@@ -191,11 +191,11 @@ impl Session {
                             Ok(Err(_)) | Err(_) => return None,
                         }
                     }
+                    // Re-armed only here, not per message: hearing from the client only moves
+                    // the idle deadline later, so a timer that fires early just re-arms.
+                    timer.as_mut().reset(next_ping.min(last_heard + self.idle_timeout));
                 }
             }
-            timer
-                .as_mut()
-                .reset(next_ping.min(last_heard + self.idle_timeout));
         }
     }
 
