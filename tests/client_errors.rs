@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{envelope, within, Client, TestServer};
+use common::{envelope, until, within, Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,23 +23,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
 use tower::Layer;
 use wshub::{Envelope, Hub, Recipient};
-
-/// Routes a `marker` envelope to every connection, from the server side.
-fn marker(server: &TestServer) {
-    server
-        .hub
-        .send(&Envelope::new("marker").to(Recipient::all()));
-}
-
-/// Polls `condition` (every few milliseconds) until it holds, failing after [`common::WAIT`].
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-}
 
 fn code(close: Option<CloseCode>) -> u16 {
     u16::from(close.expect("the close frame carries a code"))
@@ -222,7 +205,7 @@ async fn text_frame_that_is_not_a_valid_envelope_gets_invalid_envelope_error() {
     }
 
     // Only the sender heard about it: the other connection's next envelope is the marker.
-    marker(&server);
+    server.send_marker();
     client.recv_action("marker").await;
     other.recv_action("marker").await;
 
@@ -260,7 +243,7 @@ async fn binary_frame_closes_1003() {
         server.hub.connection_count() == 1
     })
     .await;
-    marker(&server);
+    server.send_marker();
     other.recv_action("marker").await;
 }
 
@@ -310,7 +293,7 @@ async fn message_larger_than_the_limit_closes_1009_and_others_are_undisturbed() 
         server.hub.connection_count() == 1
     })
     .await;
-    marker(&server);
+    server.send_marker();
     other.recv_action("marker").await;
     other
         .send_json(&envelope("small", json!("ok"), json!([{"type": "all"}])))
@@ -373,7 +356,7 @@ async fn too_many_messages_per_second_are_rate_limited_then_sustained_abuse_clos
     );
     assert!(refused >= 1, "a burst beyond the limit is refused");
     // Errors go only to the sender.
-    marker(&server);
+    server.send_marker();
     other.recv_action("marker").await;
     client.recv_action("marker").await;
 
@@ -402,22 +385,6 @@ async fn too_many_messages_per_second_are_rate_limited_then_sustained_abuse_clos
         server.hub.connection_count() == 1
     })
     .await;
-}
-
-/// The next text frame, skipping pings (parsing 100 × several MiB of JSON in a debug build would
-/// take most of the slow-consumer test's time).
-async fn recv_text(client: &mut Client) -> String {
-    loop {
-        let message = within("a text frame", client.ws.next())
-            .await
-            .expect("socket ended while waiting for a text frame")
-            .expect("socket error while waiting for a text frame");
-        match message {
-            Message::Text(text) => return text.as_str().to_owned(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
 }
 
 /// The `n` of a `{"action":"n","message":{"n":N,"padding":"xx…"}}` frame, found without parsing
@@ -479,7 +446,7 @@ async fn client_that_does_not_read_is_closed_and_does_not_slow_the_others() {
             tokio::spawn(async move {
                 let mut next = 0u64;
                 loop {
-                    let text = recv_text(&mut client).await;
+                    let text = client.recv_text().await;
                     if text.contains(r#""action":"end""#) {
                         return next;
                     }

@@ -5,33 +5,8 @@
 
 mod common;
 
-use common::{envelope, within, Client, TestServer};
-use futures_util::StreamExt;
+use common::{envelope, within, TestServer};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-use wshub::{Envelope, Recipient};
-
-/// Routes a `marker` envelope to every connection, from the server side.
-fn marker(server: &TestServer) {
-    server
-        .hub
-        .send(&Envelope::new("marker").to(Recipient::all()));
-}
-
-/// The next text frame, exactly as it arrived (pings and pongs skipped).
-async fn recv_text(client: &mut Client) -> String {
-    loop {
-        let message = within("a text frame", client.ws.next())
-            .await
-            .expect("socket ended while waiting for a text frame")
-            .expect("socket error while waiting for a text frame");
-        match message {
-            Message::Text(text) => return text.as_str().to_owned(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn client_envelope_is_relayed_to_its_recipients() {
@@ -53,7 +28,7 @@ async fn client_envelope_is_relayed_to_its_recipients() {
         assert_eq!(got["groupId"], "s", "sent from the sender's group: {got}");
     }
     // Relayed only to its recipients: neither the sender nor g2 got it.
-    marker(&server);
+    server.send_marker();
     sender.recv_action("marker").await;
     outside.recv_action("marker").await;
 
@@ -67,7 +42,7 @@ async fn client_envelope_is_relayed_to_its_recipients() {
         ))
         .await;
     assert_eq!(outside.recv_action("direct").await["message"], 1);
-    marker(&server);
+    server.send_marker();
     for client in in_group.iter_mut().chain([&mut sender]) {
         client.recv_action("marker").await;
     }
@@ -200,7 +175,7 @@ async fn reserved_action_from_a_client_is_refused_as_forbidden() {
         );
     }
     // Not relayed to anyone.
-    marker(&server);
+    server.send_marker();
     client.recv_action("marker").await;
     other.recv_action("marker").await;
 
@@ -233,7 +208,7 @@ async fn message_passes_through_untouched() {
             r#"{{"action":"raw{i}","message":{message},"recipients":[{{"type":"group","value":"watch"}}]}}"#
         );
         sender.send(&text).await;
-        let frame = recv_text(&mut receiver).await;
+        let frame = receiver.recv_text().await;
         let parsed: Value = serde_json::from_str(&frame).expect("the frame is JSON");
         assert_eq!(parsed["action"], format!("raw{i}"), "{frame}");
         assert!(

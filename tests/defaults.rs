@@ -9,30 +9,22 @@ use common::TestServer;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// An envelope to everyone whose JSON text is exactly `len` bytes long.
-fn envelope_of_len(len: usize) -> String {
-    let text = |pad: usize| {
-        json!({"action": "big", "message": "x".repeat(pad), "recipients": [{"type": "all"}]})
-            .to_string()
-    };
-    let overhead = text(0).len();
-    let envelope = text(len - overhead);
-    assert_eq!(envelope.len(), len);
-    envelope
-}
-
 #[tokio::test]
 async fn default_max_message_is_64_kib() {
     let server = TestServer::start().await;
     let mut sender = server.connect("").await;
-    sender.send(&envelope_of_len(64 * 1024)).await;
+    sender
+        .send(&common::envelope_of_len("big", 64 * 1024))
+        .await;
     let echoed = sender.recv_action("big").await;
     assert_eq!(
         echoed["message"].as_str().map(str::len),
         Some(64 * 1024 - 59)
     );
 
-    sender.send(&envelope_of_len(64 * 1024 + 1)).await;
+    sender
+        .send(&common::envelope_of_len("big", 64 * 1024 + 1))
+        .await;
     assert_eq!(sender.expect_close().await, Some(CloseCode::Size));
 }
 
@@ -40,14 +32,19 @@ async fn default_max_message_is_64_kib() {
 async fn default_publish_body_limit_is_1_mib() {
     let server = TestServer::start().await;
     let mut client = server.connect("").await;
-    assert_eq!(server.publish(&envelope_of_len(1024 * 1024)).await, 1);
+    assert_eq!(
+        server
+            .publish(&common::envelope_of_len("big", 1024 * 1024))
+            .await,
+        1
+    );
     client.recv_action("big").await;
 
     let response = server
         .post(
             "/api/publish",
             Some(common::TOKEN),
-            &envelope_of_len(1024 * 1024 + 1),
+            &common::envelope_of_len("big", 1024 * 1024 + 1),
         )
         .await;
     assert_eq!(response.status, 413, "{response:?}");

@@ -7,7 +7,6 @@
 mod common;
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::Request;
 use axum::routing::get;
@@ -27,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tower::Layer;
 use wshub::{Envelope, Hub, HubBuilder, Recipient};
 
-use common::{raw_http, within, Client, RawResponse, TestServer};
+use common::{raw_http, until, within, Client, RawResponse, TestServer};
 
 /// `Sec-WebSocket-Accept` for the RFC 6455 sample key `dGhlIHNhbXBsZSBub25jZQ==`.
 const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -132,17 +131,6 @@ fn assert_switched(response: &RawResponse, case: &str) {
         Some(SAMPLE_ACCEPT),
         "{case}: {response:?}"
     );
-}
-
-/// Polls `condition` (with short pauses so the server's tasks run) until it holds, bounded by
-/// `within`.
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
 }
 
 /// Connects a real client to `/ws<query>` sending `origin` (if any); the `__connected`
@@ -678,7 +666,7 @@ async fn connection_limit_reached_is_503_with_retry_after_until_a_place_frees() 
         .await
         .expect("close");
     leaving.expect_end().await;
-    eventually("the hub to drop the closed connection", || {
+    until("the hub to drop the closed connection", || {
         server.hub.connection_count() == 1
     })
     .await;
@@ -717,7 +705,7 @@ async fn shutdown_begun_is_503_with_retry_after() {
 
     let hub = server.hub.clone();
     let shutdown = tokio::spawn(async move { hub.shutdown().await });
-    eventually("shutdown to begin", || server.hub.is_shutting_down()).await;
+    until("shutdown to begin", || server.hub.is_shutting_down()).await;
 
     // Shutdown has begun and the client has not yet answered its close: new sockets are refused.
     let response = Upgrade::to(&server).send(&server).await;

@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use common::{within, Client, TestServer};
+use common::{until, within, Client, TestServer};
 use serde_json::json;
 use wshub::{ConnectionId, Envelope, Hub, Recipient};
 
@@ -58,16 +57,6 @@ async fn five() -> (TestServer, Vec<Client>) {
     let server = TestServer::start().await;
     let clients = five_on(&server).await;
     (server, clients)
-}
-
-/// Waits, bounded by `within`, until `condition` holds; polls, as the hub has no event for it.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
 }
 
 #[tokio::test]

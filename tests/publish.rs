@@ -9,7 +9,7 @@ mod common;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use common::{envelope, Client, RawResponse, TestServer, TOKEN};
+use common::{envelope, envelope_of_len, Client, RawResponse, TestServer, TOKEN};
 use serde_json::{json, Value};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use wshub::Hub;
@@ -43,20 +43,6 @@ fn error_text(response: &RawResponse) -> String {
         .to_owned();
     assert!(!error.is_empty(), "empty error text: {response:?}");
     error
-}
-
-/// A JSON envelope to everyone whose serialised form is exactly `len` bytes.
-fn envelope_of_len(action: &str, len: usize) -> String {
-    let empty = envelope(action, json!(""), json!([{"type": "all"}])).to_string();
-    assert!(len >= empty.len(), "{len} is too short for an envelope");
-    let body = envelope(
-        action,
-        json!("x".repeat(len - empty.len())),
-        json!([{"type": "all"}]),
-    )
-    .to_string();
-    assert_eq!(body.len(), len);
-    body
 }
 
 /// A POST to `path` whose body is sent with `Transfer-Encoding: chunked` (no Content-Length), in

@@ -12,7 +12,7 @@ use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -25,6 +25,17 @@ use wshub::{Hub, HubBuilder};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub const TOKEN: &str = "test-token-0123456789";
+
+/// Polls `condition` until it holds (pausing briefly so the server's tasks run), failing the
+/// test with `what` after [`WAIT`].
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
 
 /// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
@@ -88,6 +99,13 @@ impl TestServer {
             }
         });
         Self { addr, hub, server }
+    }
+
+    /// Routes a `marker` envelope to everyone. Routing is in order per connection, so a client
+    /// whose next envelope is the marker got nothing routed to it before this call.
+    pub fn send_marker(&self) {
+        self.hub
+            .send(&wshub::Envelope::new("marker").to(wshub::Recipient::all()));
     }
 
     pub fn ws_url(&self, query: &str) -> String {
@@ -262,22 +280,25 @@ impl Client {
         self.send(&value.to_string()).await;
     }
 
-    /// The next envelope, skipping pings; fails on close or timeout.
-    pub async fn recv(&mut self) -> Value {
+    /// The next text frame, skipping pings; fails on close or timeout.
+    pub async fn recv_text(&mut self) -> String {
         loop {
-            let message = within("an envelope", self.ws.next())
+            let message = within("a text frame", self.ws.next())
                 .await
-                .expect("socket ended while waiting for an envelope")
-                .expect("socket error while waiting for an envelope");
+                .expect("socket ended while waiting for a text frame")
+                .expect("socket error while waiting for a text frame");
             match message {
-                Message::Text(text) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-                }
+                Message::Text(text) => return text.as_str().to_owned(),
                 Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected an envelope, got {other:?}"),
+                other => panic!("expected a text frame, got {other:?}"),
             }
         }
+    }
+
+    /// The next envelope, skipping pings; fails on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 
     /// The next envelope, which must have `action`. To prove that an envelope did NOT arrive,
@@ -316,4 +337,18 @@ impl Client {
 /// An envelope addressed to `recipients`.
 pub fn envelope(action: &str, message: Value, recipients: Value) -> Value {
     serde_json::json!({ "action": action, "message": message, "recipients": recipients })
+}
+
+/// A JSON envelope to everyone whose serialised form is exactly `len` bytes.
+pub fn envelope_of_len(action: &str, len: usize) -> String {
+    let empty = envelope(action, json!(""), json!([{"type": "all"}])).to_string();
+    assert!(len >= empty.len(), "{len} is too short for an envelope");
+    let body = envelope(
+        action,
+        json!("x".repeat(len - empty.len())),
+        json!([{"type": "all"}]),
+    )
+    .to_string();
+    assert_eq!(body.len(), len);
+    body
 }
