@@ -83,10 +83,10 @@ where
         frames: outbox.frames.clone(),
         close: Arc::clone(&signal),
     };
-    if !hub.register(id, &identity, outbox) {
+    let Some(registration) = hub.register(id, &identity, outbox) else {
         close(&mut ws, CLOSE_GOING_AWAY).await;
         return;
-    }
+    };
     tracing::debug!(%id, user = %identity.user_id, group = %identity.group_id, "socket open");
 
     let session = Session {
@@ -98,7 +98,8 @@ where
         idle_timeout: config.idle_timeout,
     };
     let code = session.run(&mut ws, queue, &signal).await;
-    hub.unregister(id);
+    // Out of routing before the closing handshake, which may take a while.
+    drop(registration);
     if let Some(code) = code {
         close(&mut ws, code).await;
     }

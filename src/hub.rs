@@ -131,6 +131,19 @@ impl Drop for Permit {
     }
 }
 
+/// Keeps a connection in the registry; dropping it (however the socket task ends) takes it out.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    hub: Hub,
+    id: ConnectionId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.write().remove(self.id);
+    }
+}
+
 /// Why the hub takes no new socket now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unavailable {
@@ -333,19 +346,24 @@ impl Hub {
         }
     }
 
-    /// Adds a connection to the registry; false when shutdown began first (checked under the same
-    /// lock shutdown reads the members under, so no connection slips past it).
-    pub(crate) fn register(&self, id: ConnectionId, identity: &Identity, outbox: Outbox) -> bool {
+    /// Adds a connection to the registry until the returned guard is dropped; `None` when
+    /// shutdown began first (checked under the same lock shutdown reads the members under, so no
+    /// connection slips past it).
+    pub(crate) fn register(
+        &self,
+        id: ConnectionId,
+        identity: &Identity,
+        outbox: Outbox,
+    ) -> Option<Registration> {
         let mut registry = self.write();
         if self.is_shutting_down() {
-            return false;
+            return None;
         }
         registry.insert(id, &identity.user_id, &[&identity.group_id], outbox);
-        true
-    }
-
-    pub(crate) fn unregister(&self, id: ConnectionId) {
-        self.write().remove(id);
+        Some(Registration {
+            hub: self.clone(),
+            id,
+        })
     }
 
     // A panic while the lock is held cannot leave the registry half-changed in a way that matters
