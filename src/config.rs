@@ -1,9 +1,14 @@
 //! The hub's limits and options, with their defaults, and the builder that sets them.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::envelope::FieldLimits;
+use crate::envelope::{Envelope, FieldLimits};
+use crate::forward::Forwarding;
 use crate::hub::Hub;
+use crate::identity::IdentityResolver;
+use crate::info::ConnectionInfo;
 use crate::routing::EmptyRecipients;
 
 /// Which `Origin` headers may open a socket (PROTOCOL.md §3).
@@ -23,6 +28,38 @@ pub(crate) struct RateLimit {
     pub(crate) burst: f64,
 }
 
+/// Whether and which client envelopes may be relayed directly (those not forwarded).
+#[derive(Clone, Default)]
+pub(crate) enum Relay {
+    #[default]
+    Allow,
+    ForwardOnly,
+    Filter(Arc<RelayFilter>),
+}
+
+/// Decides whether a client envelope may be relayed; `Err` holds the reason it may not.
+pub(crate) type RelayFilter = dyn Fn(&Envelope) -> Result<(), String> + Send + Sync;
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "Allow",
+            Self::ForwardOnly => "ForwardOnly",
+            Self::Filter(_) => "Filter",
+        })
+    }
+}
+
+/// An application callback about a connection.
+#[derive(Clone)]
+pub(crate) struct Callback(pub(crate) Arc<dyn Fn(&ConnectionInfo) + Send + Sync>);
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) max_message_size: usize,
@@ -36,6 +73,11 @@ pub(crate) struct Config {
     pub(crate) origins: OriginPolicy,
     pub(crate) fields: FieldLimits,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) forwarding: Option<Forwarding>,
+    pub(crate) identity: Option<Arc<dyn IdentityResolver>>,
+    pub(crate) relay: Relay,
+    pub(crate) on_connect: Option<Callback>,
+    pub(crate) on_disconnect: Option<Callback>,
 }
 
 impl Default for Config {
@@ -52,6 +94,11 @@ impl Default for Config {
             origins: OriginPolicy::SameHost,
             fields: FieldLimits::default(),
             shutdown_timeout: Duration::from_secs(10),
+            forwarding: None,
+            identity: None,
+            relay: Relay::Allow,
+            on_connect: None,
+            on_disconnect: None,
         }
     }
 }
@@ -183,6 +230,63 @@ impl HubBuilder {
     /// How long [`Hub::shutdown`] waits for sockets to finish closing.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Forwards client envelopes to the application as HTTP requests (PROTOCOL.md §5); see
+    /// [`Forwarding`]. Without it, every client envelope is relayed.
+    pub fn forwarding(mut self, forwarding: Forwarding) -> Self {
+        self.config.forwarding = Some(forwarding);
+        self
+    }
+
+    /// Decides each connection's identity from its upgrade request; the query string is then
+    /// ignored. See [`IdentityResolver`] and [`identity_from_cookie`](crate::identity_from_cookie).
+    pub fn identity(mut self, resolver: impl IdentityResolver) -> Self {
+        self.config.identity = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Clients may not relay: an envelope whose action is not forwarded is refused with
+    /// `__error` code `forbidden`. (By default clients relay, as Web Connection's do.)
+    pub fn relay_only_through_forwarding(mut self) -> Self {
+        self.config.relay = Relay::ForwardOnly;
+        self
+    }
+
+    /// Decides which client envelopes may be relayed directly (after identity stamping); an
+    /// `Err(reason)` refuses one with `__error` code `forbidden` and the reason as detail.
+    ///
+    /// ```
+    /// let hub = wshub::Hub::builder()
+    ///     .relay_filter(|envelope: &wshub::Envelope| {
+    ///         if envelope.recipients.iter().any(|r| r.kind == wshub::RecipientKind::All) {
+    ///             Err("clients may not send to everyone".to_owned())
+    ///         } else {
+    ///             Ok(())
+    ///         }
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn relay_filter(
+        mut self,
+        filter: impl Fn(&Envelope) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.relay = Relay::Filter(Arc::new(filter));
+        self
+    }
+
+    /// Called when a socket has opened and joined the registry.
+    pub fn on_connect(mut self, f: impl Fn(&ConnectionInfo) + Send + Sync + 'static) -> Self {
+        self.config.on_connect = Some(Callback(Arc::new(f)));
+        self
+    }
+
+    /// Called once for every socket that was connected, however it ended (client close, server
+    /// close, dropped TCP connection, shutdown), after its pending forwards are done.
+    pub fn on_disconnect(mut self, f: impl Fn(&ConnectionInfo) + Send + Sync + 'static) -> Self {
+        self.config.on_disconnect = Some(Callback(Arc::new(f)));
         self
     }
 

@@ -19,10 +19,15 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::config::RateLimit;
+use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
-use crate::hub::{CloseSignal, Hub, Identity, Outbox, Pace, Permit};
+use crate::forward::Outcome;
+use crate::handshake::Link;
+use crate::hub::{CloseSignal, Hub, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
+use crate::identity::Identity;
+use crate::info::ConnectionInfo;
+use crate::pipeline::{Forwarder, Pipeline, Work};
 
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 1008;
@@ -45,8 +50,9 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Bytes of queued frames gathered before a write to the socket.
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Runs one upgraded socket until it closes. `permit` holds its place under the connection limit.
-pub(crate) async fn serve<S>(hub: Hub, io: S, identity: Identity, permit: Permit)
+/// Runs one upgraded socket until it closes, then finishes its forwards. `permit` holds its
+/// place under the connection limit until then.
+pub(crate) async fn serve<S>(hub: Hub, io: S, identity: Identity, link: Link, permit: Permit)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -69,16 +75,13 @@ where
         frames,
         close: Arc::clone(&signal),
     };
-    let connected = Envelope::system(
-        "__connected",
-        &Connected {
-            connection_id: id.to_string(),
-            user_id: &identity.user_id,
-            group_id: &identity.group_id,
-        },
-    );
+    let about = Connected {
+        connection_id: id.to_string(),
+        user_id: identity.user_id.clone(),
+        group_id: identity.group_id().to_owned(),
+    };
     // Queued before the socket is visible to routing, so it is the first thing the client reads.
-    outbox.offer(connected.to_frame());
+    outbox.offer(Envelope::system("__connected", &about).to_frame());
     let own = Outbox {
         frames: outbox.frames.clone(),
         close: Arc::clone(&signal),
@@ -87,16 +90,38 @@ where
         close(&mut ws, CLOSE_GOING_AWAY).await;
         return;
     };
-    tracing::debug!(%id, user = %identity.user_id, group = %identity.group_id, "socket open");
+    tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
+    let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone());
+    if let Some(Callback(on_connect)) = &config.on_connect {
+        on_connect(&info);
+    }
+    // Fires however this task ends, even if it is dropped.
+    let _disconnected = Disconnected {
+        hub: hub.clone(),
+        info,
+    };
 
-    let session = Session {
-        rate: hub.config().rate_limit.map(TokenBucket::new),
+    let events = config
+        .forwarding
+        .as_ref()
+        .is_some_and(|f| f.connection_events);
+    let forwarder = link.call.map(|call| Forwarder {
+        call,
+        copied: link.copied,
+    });
+    let mut session = Session {
+        rate: config.rate_limit.map(TokenBucket::new),
+        pipeline: Pipeline::new(id, identity.user_id.clone(), forwarder),
         hub: hub.clone(),
         identity,
         own,
         ping_interval: config.ping_interval,
         idle_timeout: config.idle_timeout,
+        pace: Pace::default(),
     };
+    if events {
+        session.event("__connect", &about);
+    }
     let code = session.run(&mut ws, queue, &signal).await;
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
@@ -104,15 +129,34 @@ where
         close(&mut ws, code).await;
     }
     tracing::debug!(%id, ?code, "socket closed");
+    session.finish().await;
+    if events {
+        session.event("__disconnect", &about);
+        session.finish().await;
+    }
     drop(permit);
+}
+
+/// Calls the application's disconnect callback when dropped.
+struct Disconnected {
+    hub: Hub,
+    info: ConnectionInfo,
+}
+
+impl Drop for Disconnected {
+    fn drop(&mut self) {
+        if let Some(Callback(on_disconnect)) = &self.hub.config().on_disconnect {
+            on_disconnect(&self.info);
+        }
+    }
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Connected<'a> {
+struct Connected {
     connection_id: String,
-    user_id: &'a str,
-    group_id: &'a str,
+    user_id: String,
+    group_id: String,
 }
 
 #[derive(Serialize)]
@@ -128,6 +172,8 @@ struct Session {
     /// already, so a client sees events in the order they happened.
     own: Outbox,
     rate: Option<TokenBucket>,
+    pipeline: Pipeline,
+    pace: Pace,
     ping_interval: Duration,
     idle_timeout: Duration,
 }
@@ -141,7 +187,7 @@ enum Next {
 impl Session {
     /// Serves the socket; returns the close code to send, or `None` when it is already closed.
     async fn run<S>(
-        mut self,
+        &mut self,
         ws: &mut WebSocketStream<S>,
         mut queue: mpsc::Receiver<Utf8Bytes>,
         signal: &CloseSignal,
@@ -149,12 +195,13 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut pace = Pace::default();
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + self.ping_interval;
         let timer = sleep_until(next_ping.min(last_heard + self.idle_timeout));
         tokio::pin!(timer);
         loop {
+            // A client with a full line of envelopes waits, unread: TCP backpressure.
+            let reading = !self.pipeline.is_full(&self.hub);
             tokio::select! {
                 // Closing first: a queue that never empties must not keep a socket open.
                 biased;
@@ -171,13 +218,17 @@ impl Session {
                         Ok(Err(_)) | Err(_) => return None,
                     }
                 }
-                incoming = ws.next() => {
+                (outcome, report) = self.pipeline.answered() => {
+                    self.on_outcome(outcome, report).await;
+                    self.pipeline.advance(&self.hub);
+                }
+                incoming = ws.next(), if reading => {
                     last_heard = Instant::now();
                     match self.on_incoming(incoming) {
                         Next::Continue => {}
                         Next::Close(code) => return code,
                     }
-                    pace.tick().await;
+                    self.pace.tick().await;
                 }
                 () = &mut timer => {
                     let now = Instant::now();
@@ -248,11 +299,68 @@ impl Session {
         if !self.identity.user_id.is_empty() {
             envelope.user_id.clone_from(&self.identity.user_id);
         }
-        if !self.identity.group_id.is_empty() {
-            envelope.group_id.clone_from(&self.identity.group_id);
+        if !self.identity.group_id().is_empty() {
+            envelope.group_id = self.identity.group_id().to_owned();
         }
-        self.hub.send(&envelope);
+        let work = if self.pipeline.forwards(&self.hub, &envelope.action) {
+            Work::Forward {
+                envelope,
+                report: true,
+            }
+        } else {
+            let refused = match &self.hub.config().relay {
+                Relay::Allow => None,
+                Relay::ForwardOnly => Some("clients may not relay this action".to_owned()),
+                Relay::Filter(filter) => filter(&envelope).err(),
+            };
+            if let Some(reason) = refused {
+                self.error("forbidden", &reason);
+                return Next::Continue;
+            }
+            Work::Relay(envelope)
+        };
+        self.pipeline.push(&self.hub, work);
         Next::Continue
+    }
+
+    /// Forwards a connection event (`__connect`, `__disconnect`) in line with the messages.
+    fn event(&mut self, action: &str, about: &Connected) {
+        let envelope = Envelope::system(action, about)
+            .from_user(self.identity.user_id.clone())
+            .from_group(self.identity.group_id().to_owned());
+        let work = Work::Forward {
+            envelope,
+            report: false,
+        };
+        self.pipeline.push(&self.hub, work);
+    }
+
+    /// Routes what the application answered, or tells the client why it failed.
+    async fn on_outcome(&mut self, outcome: Outcome, report: bool) {
+        match outcome {
+            Outcome::Route(envelopes) => {
+                for envelope in &envelopes {
+                    self.hub.send(envelope);
+                    self.pace.tick().await;
+                }
+            }
+            Outcome::Nothing => {}
+            Outcome::Failed { code, detail } if report => self.error(code, &detail),
+            Outcome::Failed { code, detail } => {
+                tracing::warn!(code, detail, "a connection event was not handled")
+            }
+        }
+    }
+
+    /// Handles everything still in line after the socket has closed: forwards may have effects
+    /// on others, and their answers still reach other connections.
+    async fn finish(&mut self) {
+        self.pipeline.advance(&self.hub);
+        while !self.pipeline.is_idle() {
+            let (outcome, report) = self.pipeline.answered().await;
+            self.on_outcome(outcome, report).await;
+            self.pipeline.advance(&self.hub);
+        }
     }
 
     fn error(&self, code: &str, detail: &str) {

@@ -1,16 +1,21 @@
 //! The RFC 6455 opening handshake on the server side, and every answer of PROTOCOL.md §3.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::config::OriginPolicy;
+use crate::connection;
+use crate::forward::Call;
 use crate::hub::{Hub, Unavailable};
-use crate::{connection, identity};
+use crate::identity::Identity;
 
 /// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -86,39 +91,93 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// The hub's answer to an upgrade request: at once, or once the identity resolver has spoken.
+pub(crate) enum Answer {
+    Now(Response<Bytes>),
+    Later(Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>),
+}
+
+/// What a connection's task gets from its upgrade request besides the socket.
+pub(crate) struct Link {
+    /// How its forwards reach the application, when forwarding is configured.
+    pub(crate) call: Option<Call>,
+    /// The upgrade request's headers that every forward carries (cookie, authorization, …).
+    pub(crate) copied: HeaderMap,
+}
+
 /// Answers an upgrade request: `101` with the socket handed to its own task, or a refusal.
-pub(crate) fn accept<B>(hub: &Hub, mut request: Request<B>) -> Response<Bytes> {
-    match check(hub, &request) {
-        Ok(accept_key) => {
-            // The upgrade resolves only after the 101 is sent: take it now, await it in the task.
-            let Some(on_upgrade) = request
-                .extensions_mut()
-                .remove::<hyper::upgrade::OnUpgrade>()
-            else {
-                return Refusal::NotUpgradable.response();
-            };
-            let permit = match hub.reserve() {
-                Ok(permit) => permit,
-                Err(Unavailable::AtLimit) => return Refusal::AtLimit.response(),
-                Err(Unavailable::ShuttingDown) => return Refusal::ShuttingDown.response(),
-            };
-            let identity = identity::from_query(request.uri().query());
-            let hub = hub.clone();
-            tokio::spawn(async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        connection::serve(hub, TokioIo::new(upgraded), identity, permit).await
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
-            switching_protocols(&accept_key)
-        }
+/// `call` makes the connection's forward call, only once the upgrade is accepted.
+pub(crate) fn accept<B>(
+    hub: &Hub,
+    request: Request<B>,
+    call: impl FnOnce() -> Option<Call>,
+) -> Answer {
+    let accept_key = match check(hub, &request) {
+        Ok(key) => key,
         Err(refusal) => {
             tracing::debug!(%refusal, "upgrade refused");
-            refusal.response()
+            return Answer::Now(refusal.response());
+        }
+    };
+    // An upgrade request has no body; the parts are all the resolver and the task need.
+    let (mut parts, _) = request.into_parts();
+    // The upgrade resolves only after the 101 is sent: take it now, await it in the task.
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return Answer::Now(Refusal::NotUpgradable.response());
+    };
+    let permit = match hub.reserve() {
+        Ok(permit) => permit,
+        Err(Unavailable::AtLimit) => return Answer::Now(Refusal::AtLimit.response()),
+        Err(Unavailable::ShuttingDown) => return Answer::Now(Refusal::ShuttingDown.response()),
+    };
+    let link = Link {
+        call: call(),
+        copied: copied_headers(hub, &parts.headers),
+    };
+    let start = move |hub: Hub, identity: Identity| {
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    connection::serve(hub, TokioIo::new(upgraded), identity, link, permit).await
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        switching_protocols(&accept_key)
+    };
+    match &hub.config().identity {
+        None => Answer::Now(start(hub.clone(), Identity::from_query(parts.uri.query()))),
+        Some(resolver) => {
+            let resolving = resolver.resolve(&parts);
+            let hub = hub.clone();
+            Answer::Later(Box::pin(async move {
+                match resolving.await {
+                    Ok(identity) => start(hub, identity),
+                    Err(refusal) => {
+                        tracing::debug!(status = %refusal.status(), "identity resolver refused");
+                        refusal
+                    }
+                }
+            }))
         }
     }
+}
+
+/// The configured headers of the upgrade request, never the hub's own `wshub-*` ones.
+fn copied_headers(hub: &Hub, headers: &HeaderMap) -> HeaderMap {
+    let mut copied = HeaderMap::new();
+    let Some(forwarding) = &hub.config().forwarding else {
+        return copied;
+    };
+    for name in &forwarding.copy_headers {
+        if name.as_str().starts_with("wshub-") {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            copied.append(name.clone(), value.clone());
+        }
+    }
+    copied
 }
 
 fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {

@@ -5,12 +5,19 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::{mpsc, Notify};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::{Config, HubBuilder};
 use crate::envelope::Envelope;
+use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
+use crate::identity::Identity;
 use crate::layer::HubLayer;
 use crate::publish::PublishEndpoint;
 use crate::registry::Registry;
@@ -40,6 +47,10 @@ struct Inner {
     closing: AtomicBool,
     /// Woken when `open` drops to zero during shutdown.
     drained: Notify,
+    /// Places for forwards in flight, across all connections.
+    forward_slots: Arc<Semaphore>,
+    /// The pooled client for an external forward URL.
+    forward_client: Option<Client<HttpConnector, Full<Bytes>>>,
 }
 
 /// What the registry keeps per connection: the way into its socket task.
@@ -151,13 +162,6 @@ pub(crate) enum Unavailable {
     ShuttingDown,
 }
 
-/// A connection's identity, as the handshake established it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Identity {
-    pub(crate) user_id: String,
-    pub(crate) group_id: String,
-}
-
 impl Hub {
     /// Starts a [`HubBuilder`] with the default limits.
     pub fn builder() -> HubBuilder {
@@ -165,8 +169,15 @@ impl Hub {
     }
 
     pub(crate) fn from_config(config: Config) -> Self {
+        let forwarding = config.forwarding.as_ref();
+        let forward_slots = Arc::new(Semaphore::new(forwarding.map_or(1, |f| f.max_concurrent)));
+        let forward_client = forwarding
+            .filter(|f| matches!(f.target, Target::External(_)))
+            .map(|_| Client::builder(TokioExecutor::new()).build_http());
         Self {
             inner: Arc::new(Inner {
+                forward_slots,
+                forward_client,
                 config,
                 registry: RwLock::default(),
                 open: AtomicUsize::new(0),
@@ -328,6 +339,20 @@ impl Hub {
         &self.inner.config
     }
 
+    pub(crate) fn forward_slots(&self) -> &Arc<Semaphore> {
+        &self.inner.forward_slots
+    }
+
+    /// The forward call for an external URL; in-process calls are made where the wrapped
+    /// service is known, in [`HubService`](crate::HubService).
+    pub(crate) fn external_call(&self) -> Option<Call> {
+        let client = self.inner.forward_client.clone()?;
+        Some(forward::external(
+            client,
+            self.inner.config.max_publish_body,
+        ))
+    }
+
     /// Takes a place under the connection limit for a socket about to open.
     pub(crate) fn reserve(&self) -> Result<Permit, Unavailable> {
         if self.is_shutting_down() {
@@ -359,7 +384,8 @@ impl Hub {
         if self.is_shutting_down() {
             return None;
         }
-        registry.insert(id, &identity.user_id, &[&identity.group_id], outbox);
+        let groups: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
+        registry.insert(id, &identity.user_id, &groups, outbox);
         Some(Registration {
             hub: self.clone(),
             id,

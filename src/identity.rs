@@ -1,21 +1,186 @@
-//! Who a connection is. For now the query string (`?groupId=G&userId=U`) says so; an identity
-//! resolver installed by the application will take precedence over it (PROTOCOL.md §3).
+//! Who a connection is (PROTOCOL.md §3): from the query string (`?groupId=G&userId=U`) by default,
+//! or from an [`IdentityResolver`] the application installs, whose answer the client cannot
+//! override.
 
-use crate::hub::Identity;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
-/// Reads `groupId` and `userId` from a query string, percent-decoded (`+` is a space, as browsers
-/// encode forms). Missing parameters are empty; the last occurrence of a repeated one wins.
-pub(crate) fn from_query(query: Option<&str>) -> Identity {
-    let mut identity = Identity::default();
-    for pair in query.unwrap_or("").split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match decode(key).as_str() {
-            "groupId" => identity.group_id = decode(value),
-            "userId" => identity.user_id = decode(value),
-            _ => {}
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// A connection's identity: its user and the groups it starts in.
+///
+/// ```
+/// let ann = wshub::Identity::user("ann").in_group("room-1");
+/// assert_eq!(ann.user_id, "ann");
+/// assert_eq!(ann.groups, ["room-1"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The user id (`""` for an anonymous connection).
+    pub user_id: String,
+    /// The groups it joins on connecting; the first is its `groupId`. Empty: the default group.
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// An identity for `user_id`, in no group.
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            groups: Vec::new(),
         }
     }
-    identity
+
+    /// An anonymous identity, in no group.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// Adds a group.
+    #[must_use]
+    pub fn in_group(mut self, group: impl Into<String>) -> Self {
+        self.groups.push(group.into());
+        self
+    }
+
+    /// The connection's `groupId`: its first group, or `""`.
+    pub fn group_id(&self) -> &str {
+        self.groups.first().map_or("", String::as_str)
+    }
+
+    /// Reads `groupId` and `userId` from a query string, percent-decoded (`+` is a space, as
+    /// browsers encode forms). Missing parameters are empty; the last of a repeated one wins.
+    pub(crate) fn from_query(query: Option<&str>) -> Self {
+        let (mut user_id, mut group_id) = (String::new(), String::new());
+        for pair in query.unwrap_or("").split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match decode(key).as_str() {
+                "groupId" => group_id = decode(value),
+                "userId" => user_id = decode(value),
+                _ => {}
+            }
+        }
+        let identity = Self::user(user_id);
+        if group_id.is_empty() {
+            identity
+        } else {
+            identity.in_group(group_id)
+        }
+    }
+}
+
+/// The answer that refuses an upgrade: any response, such as a `401` with `WWW-Authenticate`.
+pub type Refusal = Response<Bytes>;
+
+/// A refusal with a status and a short text body.
+///
+/// ```
+/// let refusal = wshub::refuse(http::StatusCode::UNAUTHORIZED, "log in first");
+/// assert_eq!(refusal.status(), 401);
+/// ```
+pub fn refuse(status: StatusCode, text: &str) -> Refusal {
+    let mut response = Response::new(Bytes::from(format!("{text}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The future an [`IdentityResolver`] returns.
+pub type IdentityFuture = Pin<Box<dyn Future<Output = Result<Identity, Refusal>> + Send>>;
+
+/// Decides who a connection is, from its upgrade request, before the `101`; or refuses it.
+///
+/// Any `Fn(&http::request::Parts) -> impl Future<Output = Result<Identity, Refusal>>` is one.
+/// Take what the future needs out of the request before it starts (it must be `'static`):
+///
+/// ```
+/// use wshub::{refuse, Identity};
+///
+/// let hub = wshub::Hub::builder()
+///     .identity(|request: &http::request::Parts| {
+///         let token = request.headers.get("x-token").cloned();
+///         async move {
+///             match token.as_ref().map(|t| t.as_bytes()) {
+///                 Some(b"ann-secret") => Ok(Identity::user("ann").in_group("staff")),
+///                 _ => Err(refuse(http::StatusCode::UNAUTHORIZED, "unknown token")),
+///             }
+///         }
+///     })
+///     .build();
+/// # drop(hub);
+/// ```
+pub trait IdentityResolver: Send + Sync + 'static {
+    /// Resolves the identity of the connection that `request` opens.
+    fn resolve(&self, request: &Parts) -> IdentityFuture;
+}
+
+impl<F, Fut> IdentityResolver for F
+where
+    F: Fn(&Parts) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Identity, Refusal>> + Send + 'static,
+{
+    fn resolve(&self, request: &Parts) -> IdentityFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// A resolver that reads the cookie `name` and asks `lookup` (a session store, a signed-token
+/// check) who it belongs to; a missing cookie or a `None` answer refuses the upgrade with `401`.
+///
+/// ```
+/// use wshub::{identity_from_cookie, Identity};
+///
+/// let hub = wshub::Hub::builder()
+///     .identity(identity_from_cookie("session", |session: String| async move {
+///         // Look the session up in the application's store.
+///         (session == "s-123").then(|| Identity::user("ann"))
+///     }))
+///     .build();
+/// # drop(hub);
+/// ```
+pub fn identity_from_cookie<F, Fut>(name: &str, lookup: F) -> impl IdentityResolver
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Identity>> + Send + 'static,
+{
+    let name = name.to_owned();
+    move |request: &Parts| {
+        let value = cookie(&request.headers, &name).map(str::to_owned);
+        let lookup = value.map(&lookup);
+        async move {
+            let unauthorized = || refuse(StatusCode::UNAUTHORIZED, "no valid session");
+            match lookup {
+                Some(lookup) => lookup.await.ok_or_else(unauthorized),
+                None => Err(unauthorized()),
+            }
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then(|| value.trim_matches('"'))
+        })
+}
+
+impl fmt::Debug for dyn IdentityResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityResolver")
+    }
 }
 
 /// Percent-decodes; a malformed escape is kept as it stands and invalid UTF-8 is replaced,
@@ -52,17 +217,34 @@ mod tests {
 
     #[test]
     fn reads_and_decodes_both_parameters() {
-        let id = from_query(Some("groupId=room%201&userId=J%C3%BCrgen+K&x=1"));
-        assert_eq!(id.group_id, "room 1");
+        let id = Identity::from_query(Some("groupId=room%201&userId=J%C3%BCrgen+K&x=1"));
+        assert_eq!(id.group_id(), "room 1");
         assert_eq!(id.user_id, "Jürgen K");
     }
 
     #[test]
     fn missing_or_malformed_is_lenient() {
-        assert_eq!(from_query(None), Identity::default());
-        assert_eq!(from_query(Some("userId")).user_id, "");
-        assert_eq!(from_query(Some("userId=100%")).user_id, "100%");
-        assert_eq!(from_query(Some("userId=%+1%zz")).user_id, "% 1%zz");
-        assert_eq!(from_query(Some("userId=%FF")).user_id, "\u{FFFD}");
+        assert_eq!(Identity::from_query(None), Identity::default());
+        assert_eq!(
+            Identity::from_query(Some("groupId=")).groups,
+            Vec::<String>::new()
+        );
+        assert_eq!(Identity::from_query(Some("userId")).user_id, "");
+        assert_eq!(Identity::from_query(Some("userId=100%")).user_id, "100%");
+        assert_eq!(
+            Identity::from_query(Some("userId=%+1%zz")).user_id,
+            "% 1%zz"
+        );
+        assert_eq!(Identity::from_query(Some("userId=%FF")).user_id, "\u{FFFD}");
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; session=s-1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("other=\"x\""));
+        assert_eq!(cookie(&headers, "session"), Some("s-1"));
+        assert_eq!(cookie(&headers, "other"), Some("x"));
+        assert_eq!(cookie(&headers, "sess"), None);
     }
 }

@@ -43,11 +43,16 @@ mod config;
 mod connection;
 mod envelope;
 mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod forward;
 mod handshake;
 mod hub;
 mod id;
 mod identity;
+mod info;
 mod layer;
+mod pipeline;
 mod publish;
 mod registry;
 mod routing;
@@ -55,9 +60,16 @@ mod routing;
 pub use config::HubBuilder;
 pub use envelope::{Envelope, Recipient, RecipientKind};
 pub use error::EnvelopeError;
+#[cfg(feature = "axum")]
+pub use extract::Forwarded;
+pub use forward::{ForwardUrlError, Forwarding};
 pub use hub::Hub;
 pub use id::{ConnectionId, ParseConnectionIdError};
-pub use layer::{HubLayer, HubService, ResponseFuture};
+pub use identity::{
+    identity_from_cookie, refuse, Identity, IdentityFuture, IdentityResolver, Refusal,
+};
+pub use info::ConnectionInfo;
+pub use layer::{HubLayer, HubService, RequestBody, ResponseFuture};
 pub use publish::{PublishEndpoint, PublishService};
 pub use routing::EmptyRecipients;
 

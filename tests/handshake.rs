@@ -745,7 +745,7 @@ impl Drop for Abort {
 async fn plain_hyper_server_upgrades_and_passes_other_requests_to_a_service_fn() {
     let hub = HubBuilder::default().build();
     let inner = tower::service_fn(
-        |request: hyper::Request<hyper::body::Incoming>| async move {
+        |request: hyper::Request<wshub::RequestBody<hyper::body::Incoming>>| async move {
             let text = format!(
                 "plain hyper saw {} {}",
                 request.method(),

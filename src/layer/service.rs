@@ -2,12 +2,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use crate::handshake;
+use super::RequestBody;
+use crate::forward::{self, Call, Target};
+use crate::handshake::{self, Answer};
 use crate::hub::Hub;
+use crate::info::ConnectionInfo;
 
 /// Wraps a service in a [`HubService`] that accepts WebSocket upgrades on one path.
 ///
@@ -67,10 +71,22 @@ impl<S> HubService<S> {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The wrapped service receives [`RequestBody<ReqBody>`](RequestBody): the server's own bodies,
+/// and the bodies of forwarded socket messages, which the hub builds.
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HubService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: From<Bytes>,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ReqBody: Send + 'static,
+    ResBody: Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -80,11 +96,46 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         if request.uri().path() == self.path && handshake::is_upgrade_request(request.headers()) {
-            ResponseFuture::ready(handshake::accept(&self.hub, request))
-        } else {
-            ResponseFuture::inner(self.inner.call(request))
+            let make_call = || self.forward_call::<ReqBody, ResBody>();
+            return match handshake::accept(&self.hub, request, make_call) {
+                Answer::Now(response) => ResponseFuture::ready(response),
+                Answer::Later(future) => ResponseFuture::handshake(future),
+            };
+        }
+        // Only the hub says who sent a forwarded message.
+        let headers = request.headers_mut();
+        for name in [forward::CONNECTION_ID, forward::USER_ID, forward::GROUP_ID] {
+            headers.remove(name);
+        }
+        request.extensions_mut().remove::<ConnectionInfo>();
+        ResponseFuture::inner(self.inner.call(request.map(RequestBody::incoming)))
+    }
+}
+
+impl<S> HubService<S> {
+    /// How a new connection's forwards reach the application: a clone of the wrapped service
+    /// for in-process forwarding, the hub's pooled client for an external URL.
+    fn forward_call<ReqBody, ResBody>(&self) -> Option<Call>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        ReqBody: Send + 'static,
+        ResBody: Body + Send + 'static,
+        ResBody::Data: Send,
+        ResBody::Error: Into<BoxError>,
+    {
+        match &self.hub.config().forwarding.as_ref()?.target {
+            Target::InProcess(_) => Some(forward::in_process(
+                self.inner.clone(),
+                self.hub.config().max_publish_body,
+            )),
+            Target::External(_) => self.hub.external_call(),
         }
     }
 }

@@ -1,0 +1,14 @@
+//! Forwarding of client envelopes to the application as HTTP requests (PROTOCOL.md §5): into the
+//! wrapped service itself, in process, or to an external URL; and turning the answer back into
+//! envelopes to route, or into an `__error` for the sender.
+
+mod call;
+mod config;
+mod outcome;
+mod request;
+
+pub(crate) use call::{external, in_process, Call};
+pub(crate) use config::Target;
+pub use config::{ForwardUrlError, Forwarding};
+pub(crate) use outcome::Outcome;
+pub(crate) use request::{build as build_request, CONNECTION_ID, GROUP_ID, USER_ID};

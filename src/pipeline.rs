@@ -1,0 +1,156 @@
+//! One connection's envelopes, handled in the order the client sent them (PROTOCOL.md §4):
+//! relayed at once while nothing is ahead of them, forwarded one at a time, and otherwise waiting
+//! in line behind a forward. The connection stops reading when the line is full.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{HeaderMap, Uri};
+
+use crate::envelope::Envelope;
+use crate::forward::{self, Call, Outcome, Target};
+use crate::hub::Hub;
+use crate::id::ConnectionId;
+use crate::info::ConnectionInfo;
+
+/// How one connection's forwards leave: its call and the headers of its upgrade request.
+pub(crate) struct Forwarder {
+    pub(crate) call: Call,
+    pub(crate) copied: HeaderMap,
+}
+
+/// One envelope to handle.
+pub(crate) enum Work {
+    Relay(Envelope),
+    /// `report`: whether a failure is told to the client (not for `__connect`/`__disconnect`).
+    Forward {
+        envelope: Envelope,
+        report: bool,
+    },
+}
+
+/// A forward under way and whether its failure is reported.
+type InFlight = (Pin<Box<dyn Future<Output = Outcome> + Send>>, bool);
+
+pub(crate) struct Pipeline {
+    id: ConnectionId,
+    user_id: String,
+    forwarder: Option<Forwarder>,
+    waiting: VecDeque<Work>,
+    in_flight: Option<InFlight>,
+}
+
+impl Pipeline {
+    pub(crate) fn new(id: ConnectionId, user_id: String, forwarder: Option<Forwarder>) -> Self {
+        Self {
+            id,
+            user_id,
+            forwarder,
+            waiting: VecDeque::new(),
+            in_flight: None,
+        }
+    }
+
+    /// Whether envelopes with `action` go to the application rather than straight to recipients.
+    pub(crate) fn forwards(&self, hub: &Hub, action: &str) -> bool {
+        self.forwarder.is_some()
+            && hub
+                .config()
+                .forwarding
+                .as_ref()
+                .is_some_and(|f| f.forwards(action))
+    }
+
+    /// Whether so many envelopes wait that the client should not be read from for now.
+    pub(crate) fn is_full(&self, hub: &Hub) -> bool {
+        let max = hub
+            .config()
+            .forwarding
+            .as_ref()
+            .map_or(usize::MAX, |f| f.max_pending);
+        self.waiting.len() >= max
+    }
+
+    /// Takes an envelope in line, and handles what can be handled now.
+    pub(crate) fn push(&mut self, hub: &Hub, work: Work) {
+        self.waiting.push_back(work);
+        self.advance(hub);
+    }
+
+    /// Relays envelopes from the front of the line until one must be forwarded, and starts that.
+    pub(crate) fn advance(&mut self, hub: &Hub) {
+        while self.in_flight.is_none() {
+            match self.waiting.pop_front() {
+                None => return,
+                Some(Work::Relay(envelope)) => {
+                    hub.send(&envelope);
+                }
+                Some(Work::Forward { envelope, report }) => {
+                    self.in_flight = self.start(hub, &envelope).map(|f| (f, report));
+                }
+            }
+        }
+    }
+
+    /// Resolves when the forward under way is answered, with its outcome and whether a failure is
+    /// to be reported; never resolves when there is none.
+    pub(crate) async fn answered(&mut self) -> (Outcome, bool) {
+        let Some((future, report)) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = future.await;
+        let report = *report;
+        self.in_flight = None;
+        (outcome, report)
+    }
+
+    /// Whether anything is still waiting or under way.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight.is_none() && self.waiting.is_empty()
+    }
+
+    fn start(
+        &mut self,
+        hub: &Hub,
+        envelope: &Envelope,
+    ) -> Option<Pin<Box<dyn Future<Output = Outcome> + Send>>> {
+        let forwarder = self.forwarder.as_mut()?;
+        let config = hub.config().forwarding.as_ref()?;
+        let uri: &Uri = match &config.target {
+            Target::InProcess(uri) | Target::External(uri) => uri,
+        };
+        let sender = ConnectionInfo::new(
+            self.id,
+            self.user_id.clone(),
+            hub.groups_of(self.id).unwrap_or_default(),
+        );
+        let request = forward::build_request(
+            uri,
+            Bytes::from(envelope.to_json()),
+            &sender,
+            &forwarder.copied,
+            &config.extra_headers,
+        );
+        let call = (forwarder.call)(request);
+        let slots = hub.forward_slots().clone();
+        let timeout = config.timeout;
+        let limits = hub.config().fields;
+        Some(Box::pin(async move {
+            let answered = async {
+                // The place is held until the answer is read, bounding forwards in flight.
+                let _place = slots.acquire_owned().await;
+                call.await
+            };
+            match tokio::time::timeout(timeout, answered).await {
+                Ok(Ok(response)) => Outcome::of(response, limits),
+                Ok(Err(detail)) => Outcome::failed("forward_failed", detail),
+                Err(_) => Outcome::failed(
+                    "forward_timeout",
+                    format!("the application did not answer within {timeout:?}"),
+                ),
+            }
+        }))
+    }
+}
