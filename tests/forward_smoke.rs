@@ -1,3 +1,5 @@
+//! A first round trip through in-process forwarding: forwarded and relayed messages, in order.
+
 mod common;
 
 use axum::routing::post;
