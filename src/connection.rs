@@ -111,7 +111,7 @@ where
     });
     let mut session = Session {
         rate: config.rate_limit.map(TokenBucket::new),
-        pipeline: Pipeline::new(id, identity.user_id.clone(), forwarder),
+        pipeline: Pipeline::new(id, identity.clone(), forwarder),
         hub: hub.clone(),
         identity,
         own,

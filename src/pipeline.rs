@@ -13,6 +13,7 @@ use crate::envelope::Envelope;
 use crate::forward::{self, Call, Outcome, Target};
 use crate::hub::Hub;
 use crate::id::ConnectionId;
+use crate::identity::Identity;
 use crate::info::ConnectionInfo;
 
 /// How one connection's forwards leave: its call and the headers of its upgrade request.
@@ -36,17 +37,18 @@ type InFlight = (Pin<Box<dyn Future<Output = Outcome> + Send>>, bool);
 
 pub(crate) struct Pipeline {
     id: ConnectionId,
-    user_id: String,
+    /// Who the connection is; its groups are read from the hub while it is registered.
+    identity: Identity,
     forwarder: Option<Forwarder>,
     waiting: VecDeque<Work>,
     in_flight: Option<InFlight>,
 }
 
 impl Pipeline {
-    pub(crate) fn new(id: ConnectionId, user_id: String, forwarder: Option<Forwarder>) -> Self {
+    pub(crate) fn new(id: ConnectionId, identity: Identity, forwarder: Option<Forwarder>) -> Self {
         Self {
             id,
-            user_id,
+            identity,
             forwarder,
             waiting: VecDeque::new(),
             in_flight: None,
@@ -121,11 +123,12 @@ impl Pipeline {
         let uri: &Uri = match &config.target {
             Target::InProcess(uri) | Target::External(uri) => uri,
         };
-        let sender = ConnectionInfo::new(
-            self.id,
-            self.user_id.clone(),
-            hub.groups_of(self.id).unwrap_or_default(),
-        );
+        // After the socket has closed (its last forwards, `__disconnect`), the groups it had
+        // when it connected stand in for the ones it had at the end.
+        let groups = hub
+            .groups_of(self.id)
+            .unwrap_or_else(|| self.identity.groups.clone());
+        let sender = ConnectionInfo::new(self.id, self.identity.user_id.clone(), groups);
         let request = forward::build_request(
             uri,
             Bytes::from(envelope.to_json()),
