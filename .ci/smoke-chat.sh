@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of examples/chat, over real HTTP on 127.0.0.1 only: the page, the publish endpoint
-# and its bearer token, one raw WebSocket on /ws, and a graceful exit on SIGTERM that closes the
-# socket with 1001. Called by .ci/run; needs cargo, curl and coreutils.
+# and its bearer token, the chat handler's route, one raw WebSocket on /ws (which gets the room's
+# history when it opens), and a graceful exit on SIGTERM that closes the socket with 1001. Called
+# by .ci/run; needs cargo, curl and coreutils. Chat between sockets, through the handler, is
+# tested in tests/chat_example.rs.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -79,13 +81,14 @@ note "the example listens on $base"
 # The page.
 code=$(status "$work/page" "$base/")
 [[ $code == 200 ]] || fail "GET / answered $code, not 200"
-for needle in '<title>' 'new WebSocket(' '/ws?groupId=' 'textContent'; do
+for needle in '<title>' 'new WebSocket(' '/ws?groupId=' 'textContent' \
+    '"broadcastchatmessage"' '"initialmessages"' '"__error"'; do
     grep -qF "$needle" "$work/page" || fail "the page served at / lacks '$needle'"
 done
 note "GET / serves the chat page"
 
 # The publish endpoint, with nobody connected.
-envelope='{"action":"chat","userId":"smoke","message":"smoke test","recipients":[{"type":"group","value":"lobby"}]}'
+envelope='{"action":"broadcastchatmessage","message":{"user":"smoke","text":"smoke test","time":"2025-01-01T00:00:00Z"},"recipients":[{"type":"group","value":"lobby"}]}'
 publish() { status "$work/published" -H 'content-type: application/json' "$@" --data-binary "$envelope" "$base/api/publish"; }
 
 code=$(publish -H "Authorization: Bearer $token")
@@ -99,6 +102,12 @@ code=$(publish)
 [[ $code == 401 ]] || fail "publish without a token answered $code, not 401"
 note "POST /api/publish with a wrong or no token: 401"
 
+# The chat handler's route takes only what the hub forwards.
+code=$(status "$work/hub-chat" -H 'content-type: application/json' \
+    --data-binary '{"action":"broadcastchatmessage","message":"hi"}' "$base/hub/chat")
+[[ $code == 403 ]] || fail "POST /hub/chat from the network answered $code, not 403"
+note "POST /hub/chat from the network: 403"
+
 # One raw WebSocket in the lobby (curl only performs the handshake, then prints what arrives).
 curl -sS -N --http1.1 --max-time 60 -D "$work/ws.headers" -o "$work/ws.frames" \
     -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
@@ -108,11 +117,14 @@ ws_pid=$!
 received() { grep -qF "$1" "$work/ws.frames" 2>/dev/null; }
 until_ok 10 "the socket's __connected envelope" received '"action":"__connected"'
 grep -q '^HTTP/1.1 101' "$work/ws.headers" || fail "GET /ws did not switch protocols"
+# The handler answered __connect with the lobby's history, empty: published lines are not kept.
+until_ok 10 "the socket's initialmessages envelope" received '"action":"initialmessages","message":[]'
+note "a socket on /ws?groupId=lobby gets initialmessages"
 
 code=$(publish -H "Authorization: Bearer $token")
 [[ $code == 200 && $(<"$work/published") == '{"delivered":1}' ]] ||
     fail "publish to the lobby with a socket in it: $code $(<"$work/published"), expected {\"delivered\":1}"
-until_ok 10 "the published message on the socket" received '"message":"smoke test"'
+until_ok 10 "the published message on the socket" received '"text":"smoke test"'
 note "a socket on /ws?groupId=lobby gets the published envelope"
 
 # Graceful shutdown: exit status 0 within EXIT_TIMEOUT, and the socket closed with 1001.

@@ -16,7 +16,10 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
-    pub(crate) fn new(connection_id: ConnectionId, user_id: String, groups: Vec<String>) -> Self {
+    /// A connection's description, for testing a handler without a hub. (Forging one gains a
+    /// client nothing: the `Forwarded` extractor reads it from a request extension, which only code
+    /// in the application's process can set.)
+    pub fn new(connection_id: ConnectionId, user_id: String, groups: Vec<String>) -> Self {
         Self {
             connection_id,
             user_id,

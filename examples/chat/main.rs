@@ -1,4 +1,5 @@
-//! A minimal chat room on wshub: one page, one socket path, one publish endpoint.
+//! A chat room on wshub: one page, one socket path, a handler that every chat message goes
+//! through (`rooms.rs`: checks, escaping, history), and one publish endpoint.
 //!
 //! ```text
 //! cargo run --example chat                      # then open http://127.0.0.1:3000 in two tabs
@@ -11,14 +12,19 @@
 //! | `WSHUB_ADDR` | `127.0.0.1:3000` |
 //! | `WSHUB_PUBLISH_TOKEN` | a random token, printed with a `curl` command that uses it |
 //! | `RUST_LOG` | `info` |
+//!
+//! What is published goes straight to the sockets, past the handler: it is not checked, escaped
+//! or kept in the history. The page shows a `broadcastchatmessage` whose message is
+//! `{user, text, time}`, like the handler's.
 
 use std::future::Future;
 use std::io::{self, IsTerminal};
 
 use axum::response::Html;
 use axum::routing::get;
-use axum::Router;
 use tracing_subscriber::EnvFilter;
+
+mod rooms;
 
 #[tokio::main]
 async fn main() -> io::Result<()> {
@@ -34,8 +40,8 @@ async fn main() -> io::Result<()> {
         _ => (random_token()?, true),
     };
 
-    let hub = wshub::Hub::builder().build();
-    let router = Router::new()
+    let hub = rooms::hub();
+    let router = rooms::router()
         .route("/", get(|| async { Html(include_str!("index.html")) }))
         .route_service(
             "/api/publish",
@@ -58,10 +64,10 @@ async fn main() -> io::Result<()> {
     println!("listening on http://{addr}");
     if generated {
         println!("publish token (set WSHUB_PUBLISH_TOKEN to choose it): {token}");
+        // A message like the handler's; the shell fills in the time.
+        let envelope = r#"{"action":"broadcastchatmessage","message":{"user":"curl","text":"hello from curl","time":"'"$(date -u +%FT%TZ)"'"},"recipients":[{"type":"group","value":"lobby"}]}"#;
         println!(
-            "try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/publish \
-             -d '{{\"action\":\"chat\",\"userId\":\"curl\",\"message\":\"hello from curl\",\
-             \"recipients\":[{{\"type\":\"group\",\"value\":\"lobby\"}}]}}'"
+            "try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/publish -d '{envelope}'"
         );
     }
 
