@@ -96,7 +96,7 @@ where
         on_connect(&info);
     }
     // Fires however this task ends, even if it is dropped.
-    let _disconnected = Disconnected {
+    let disconnected = Disconnected {
         hub: hub.clone(),
         info,
     };
@@ -129,11 +129,15 @@ where
         close(&mut ws, code).await;
     }
     tracing::debug!(%id, ?code, "socket closed");
+    // The TCP connection ends now; the forwards still in line do not need it.
+    drop(ws);
     session.finish().await;
     if events {
         session.event("__disconnect", &about);
         session.finish().await;
     }
+    // Before the permit: shutdown waits for the permits, and so for the callback.
+    drop(disconnected);
     drop(permit);
 }
 

@@ -125,9 +125,13 @@ impl Pipeline {
         };
         // After the socket has closed (its last forwards, `__disconnect`), the groups it had
         // when it connected stand in for the ones it had at the end.
-        let groups = hub
+        let mut groups = hub
             .groups_of(self.id)
             .unwrap_or_else(|| self.identity.groups.clone());
+        // The registry keeps groups sorted; the connection's own groupId comes first.
+        if let Some(at) = groups.iter().position(|g| g == self.identity.group_id()) {
+            groups[..=at].rotate_right(1);
+        }
         let sender = ConnectionInfo::new(self.id, self.identity.user_id.clone(), groups);
         let request = forward::build_request(
             uri,
