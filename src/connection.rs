@@ -199,6 +199,8 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // Whatever was put in line before the socket was read (`__connect`).
+        self.pipeline.advance(&self.hub, &mut self.pace).await;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + self.ping_interval;
         let timer = sleep_until(next_ping.min(last_heard + self.idle_timeout));
@@ -224,7 +226,7 @@ impl Session {
                 }
                 (outcome, report) = self.pipeline.answered() => {
                     self.on_outcome(outcome, report).await;
-                    self.pipeline.advance(&self.hub);
+                    self.pipeline.advance(&self.hub, &mut self.pace).await;
                 }
                 incoming = ws.next(), if reading => {
                     last_heard = Instant::now();
@@ -232,6 +234,7 @@ impl Session {
                         Next::Continue => {}
                         Next::Close(code) => return code,
                     }
+                    self.pipeline.advance(&self.hub, &mut self.pace).await;
                     self.pace.tick().await;
                 }
                 () = &mut timer => {
@@ -323,7 +326,7 @@ impl Session {
             }
             Work::Relay(envelope)
         };
-        self.pipeline.push(&self.hub, work);
+        self.pipeline.push(work);
         Next::Continue
     }
 
@@ -336,7 +339,7 @@ impl Session {
             envelope,
             report: false,
         };
-        self.pipeline.push(&self.hub, work);
+        self.pipeline.push(work);
     }
 
     /// Routes what the application answered, or tells the client why it failed.
@@ -359,11 +362,11 @@ impl Session {
     /// Handles everything still in line after the socket has closed: forwards may have effects
     /// on others, and their answers still reach other connections.
     async fn finish(&mut self) {
-        self.pipeline.advance(&self.hub);
+        self.pipeline.advance(&self.hub, &mut self.pace).await;
         while !self.pipeline.is_idle() {
             let (outcome, report) = self.pipeline.answered().await;
             self.on_outcome(outcome, report).await;
-            self.pipeline.advance(&self.hub);
+            self.pipeline.advance(&self.hub, &mut self.pace).await;
         }
     }
 

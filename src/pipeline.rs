@@ -11,7 +11,7 @@ use http::{HeaderMap, Uri};
 
 use crate::envelope::Envelope;
 use crate::forward::{self, Call, Outcome, Target};
-use crate::hub::Hub;
+use crate::hub::{Hub, Pace};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
@@ -75,19 +75,20 @@ impl Pipeline {
         self.waiting.len() >= max
     }
 
-    /// Takes an envelope in line, and handles what can be handled now.
-    pub(crate) fn push(&mut self, hub: &Hub, work: Work) {
+    /// Takes an envelope in line; [`advance`](Self::advance) handles it.
+    pub(crate) fn push(&mut self, work: Work) {
         self.waiting.push_back(work);
-        self.advance(hub);
     }
 
     /// Relays envelopes from the front of the line until one must be forwarded, and starts that.
-    pub(crate) fn advance(&mut self, hub: &Hub) {
+    /// Paced like every producer: a forward's answer can release a whole line of relays.
+    pub(crate) async fn advance(&mut self, hub: &Hub, pace: &mut Pace) {
         while self.in_flight.is_none() {
             match self.waiting.pop_front() {
                 None => return,
                 Some(Work::Relay(envelope)) => {
                     hub.send(&envelope);
+                    pace.tick().await;
                 }
                 Some(Work::Forward { envelope, report }) => {
                     self.in_flight = self.start(hub, &envelope).map(|f| (f, report));
