@@ -39,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+mod client_files;
 mod config;
 mod connection;
 mod envelope;

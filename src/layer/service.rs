@@ -8,12 +8,16 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::RequestBody;
+use crate::client_files;
 use crate::forward::{self, Call, Target};
 use crate::handshake::{self, Answer};
 use crate::hub::Hub;
 use crate::info::ConnectionInfo;
 
 /// Wraps a service in a [`HubService`] that accepts WebSocket upgrades on one path.
+///
+/// It also serves the browser client next to that path: `<path>/wshub.js` (an ES module) and
+/// `<path>/wshub.d.ts`, with an ETag.
 ///
 /// Made by [`Hub::layer`].
 ///
@@ -103,6 +107,16 @@ where
                 Answer::Now(response) => ResponseFuture::ready(response),
                 Answer::Later(future) => ResponseFuture::handshake(future),
             };
+        }
+        if let Some(name) = request
+            .uri()
+            .path()
+            .strip_prefix(self.path.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
+            if let Some(response) = client_files::serve(name, request.method(), request.headers()) {
+                return ResponseFuture::ready(response);
+            }
         }
         // Only the hub says who sent a forwarded message.
         let headers = request.headers_mut();

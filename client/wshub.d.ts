@@ -1,0 +1,2 @@
+// wshub browser client types: placeholder until the client library lands.
+export {};

@@ -1,0 +1,2 @@
+// wshub browser client: placeholder until the client library lands.
+export {};
