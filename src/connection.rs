@@ -239,6 +239,10 @@ impl Session {
                 }
                 () = &mut timer => {
                     let now = Instant::now();
+                    if !reading {
+                        // The hub is the one not reading: its silence is not the client's.
+                        last_heard = now;
+                    }
                     if now >= last_heard + self.idle_timeout {
                         return Some(CLOSE_GOING_AWAY);
                     }

@@ -1074,3 +1074,51 @@ async fn extractor_refuses_requests_that_did_not_come_from_the_hub() {
         "wshub-* headers reached the application: {names:?}"
     );
 }
+
+/// A client whose messages the hub holds back (its line is full behind a slow forward) is not
+/// closed as idle: the silence is the hub's. Waiting past the idle timeout is what is tested.
+#[tokio::test]
+async fn held_back_client_is_not_closed_as_idle() {
+    let idle = Duration::from_millis(300);
+    let gate = Arc::new(Notify::new());
+    let hub = Hub::builder()
+        .ping_interval(Duration::from_millis(100))
+        .idle_timeout(idle)
+        .forwarding(
+            Forwarding::in_process("/hub/messages")
+                .actions(["slow"])
+                .max_pending(1),
+        )
+        .build();
+    let app = Router::new().route(
+        "/hub/messages",
+        post({
+            let gate = Arc::clone(&gate);
+            move || async move {
+                gate.notified().await;
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let server = TestServer::serve(hub, app).await;
+    let mut client = server.connect("?userId=ann").await;
+    client.send_json(&json!({"action": "slow"})).await;
+    // One waits in line (the line is full), the next stays unread in the socket.
+    for n in 0..2 {
+        let relay = json!({"action": "after", "message": n, "recipients": [{"type": "user", "value": "ann"}]});
+        client.send_json(&relay).await;
+    }
+    // Read (and so answer pings) for three idle timeouts; only pings may arrive meanwhile.
+    let deadline = tokio::time::Instant::now() + idle * 3;
+    while let Ok(frame) = tokio::time::timeout_at(deadline, client.ws.next()).await {
+        match frame {
+            Some(Ok(Message::Ping(_))) => {}
+            other => panic!("only pings while the forward is held, got {other:?}"),
+        }
+    }
+    gate.notify_one();
+    for n in 0..2 {
+        let got = client.recv_action("after").await;
+        assert_eq!(got["message"], n);
+    }
+}
