@@ -1,0 +1,263 @@
+// Shared by the client's tests: the real examples/hyper_server binary on 127.0.0.1, bounded
+// waits that say what did not happen, and a recorder of what a hub receives.
+//
+// The binary is built by .ci/client-tests.sh (`cargo build --example hyper_server`); set
+// WSHUB_HYPER_SERVER to use another path.
+
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+/** The longest any single event may take before a test fails. */
+export const WAIT_MS = 10_000;
+
+export const TOKEN = "client-test-token-0123456789";
+
+const BINARY =
+  process.env.WSHUB_HYPER_SERVER ??
+  fileURLToPath(new URL("../../target/debug/examples/hyper_server", import.meta.url));
+
+// Servers still running. Should this process end without its after hooks (the runner stopped
+// halfway, a signal), they end with it rather than living on.
+const live = new Set();
+function killLive() {
+  for (const child of live) child.kill("SIGKILL");
+}
+process.once("exit", killLive);
+for (const [signal, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) {
+  process.once(signal, () => {
+    killLive();
+    process.exit(128 + number);
+  });
+}
+
+/** Resolves with `promise`'s value, or fails saying `what` did not happen within `ms`. */
+export function within(promise, what, ms = WAIT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Starts examples/hyper_server on `addr` (a free port by default) and resolves once it prints
+ * its address. `stop()` sends SIGTERM and waits for the exit; `kill()` is SIGKILL.
+ */
+export async function startServer(addr = "127.0.0.1:0") {
+  if (!existsSync(BINARY)) {
+    throw new Error(
+      `${BINARY} is missing: build it with \`cargo build --example hyper_server\` ` +
+        "(or run bash .ci/client-tests.sh), or set WSHUB_HYPER_SERVER",
+    );
+  }
+  const child = spawn(BINARY, [], {
+    env: { ...process.env, WSHUB_ADDR: addr, WSHUB_PUBLISH_TOKEN: TOKEN, RUST_LOG: "warn" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8");
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk) => {
+    stderr += chunk;
+  });
+  live.add(child);
+  const exited = new Promise((resolve) => {
+    child.once("exit", (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  const listening = new Promise((resolve, reject) => {
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+      const match = /^listening on http:\/\/(127\.0\.0\.1:[1-9][0-9]*)$/m.exec(stdout);
+      if (match) resolve(match[1]);
+    });
+    child.once("error", (error) => reject(new Error(`cannot start ${BINARY}: ${error.message}`)));
+    exited.then(({ code, signal }) =>
+      reject(
+        new Error(
+          `hyper_server on ${addr} exited (code ${code}, signal ${signal}) before listening:\n${stderr}`,
+        ),
+      ),
+    );
+  });
+  let address;
+  try {
+    address = await within(listening, `hyper_server to print "listening on" (asked for ${addr})`);
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
+  }
+  let stopped = null;
+  const server = {
+    addr: address,
+    http: `http://${address}`,
+    ws: `ws://${address}/ws`,
+    exited,
+    /** SIGTERM (graceful: sockets get close 1001), then waits for the exit. */
+    stop() {
+      if (stopped === null) {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+        stopped = within(exited, `hyper_server on ${address} to exit after SIGTERM`).catch(
+          (error) => {
+            child.kill("SIGKILL");
+            throw error;
+          },
+        );
+      }
+      return stopped;
+    },
+    /** SIGKILL, for after hooks: never throws. */
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      return exited;
+    },
+    /** POSTs to the publish endpoint; resolves with `{ status, body }`. */
+    async publish(envelope, token = TOKEN) {
+      const response = await within(
+        fetch(`http://${address}/api/publish`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify(envelope),
+        }),
+        "the publish endpoint to answer",
+      );
+      return { status: response.status, body: await response.json() };
+    },
+  };
+  return server;
+}
+
+/**
+ * Everything a hub receives (envelopes, errors, states), with waits that resolve on the first
+ * record matching a predicate, looking at what is already recorded first.
+ */
+export class Recorder {
+  constructor(hub, name = "hub") {
+    this.name = name;
+    this.envelopes = [];
+    this.errors = [];
+    this.states = [];
+    this.waiters = [];
+    this.unsubscribe = [
+      hub.on("*", (_message, envelope) => this.#record("envelopes", envelope)),
+      hub.onError((error, envelope) => this.#record("errors", { error, envelope })),
+      hub.onState((state, info) => this.#record("states", { state, info })),
+    ];
+  }
+
+  #record(kind, value) {
+    this[kind].push(value);
+    for (const waiter of [...this.waiters]) {
+      if (waiter.kind === kind && waiter.predicate(value)) {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve(value);
+      }
+    }
+  }
+
+  #wait(kind, predicate, what) {
+    const found = this[kind].find(predicate);
+    if (found !== undefined) return Promise.resolve(found);
+    const promise = new Promise((resolve) => this.waiters.push({ kind, predicate, resolve }));
+    return within(promise, `${this.name}: ${what}`);
+  }
+
+  /** The first envelope matching `predicate` (an action name, or a function). */
+  envelope(predicate, what) {
+    const test = typeof predicate === "string" ? (e) => e.action === predicate : predicate;
+    return this.#wait("envelopes", test, what ?? `an envelope ${String(predicate)}`);
+  }
+
+  error(predicate, what) {
+    return this.#wait("errors", predicate, what ?? "an error");
+  }
+
+  /** The first state record matching: a state name, or a function of `{ state, info }`. */
+  state(predicate, what) {
+    const test = typeof predicate === "string" ? (r) => r.state === predicate : predicate;
+    return this.#wait("states", test, what ?? `state ${String(predicate)}`);
+  }
+
+  /** Actions received, in order, without the hub's own. */
+  actions() {
+    return this.envelopes.filter((e) => !e.action.startsWith("__")).map((e) => e.action);
+  }
+
+  stop() {
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+  }
+}
+
+/** A WebSocket constructor that remembers every socket it made (to count attempts, or to drop
+ *  a connection from the client's side as a network would). */
+export function countingWebSocket() {
+  const sockets = [];
+  class CountingWebSocket extends globalThis.WebSocket {
+    constructor(...args) {
+      super(...args);
+      sockets.push(this);
+    }
+  }
+  return { WebSocket: CountingWebSocket, sockets };
+}
+
+/** Values pushed by a callback (such as a Web Connection `on…Handler`), with the same waits. */
+export class Inbox {
+  constructor(name) {
+    this.name = name;
+    this.items = [];
+    this.waiters = [];
+  }
+
+  /** A function that records its first argument: assign it as a handler. */
+  get handler() {
+    return (value) => this.push(value);
+  }
+
+  push(value) {
+    this.items.push(value);
+    for (const waiter of [...this.waiters]) {
+      if (waiter.predicate(value)) {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve(value);
+      }
+    }
+  }
+
+  wait(predicate, what) {
+    const found = this.items.find(predicate);
+    if (found !== undefined) return Promise.resolve(found);
+    const promise = new Promise((resolve) => this.waiters.push({ predicate, resolve }));
+    return within(promise, `${this.name}: ${what}`);
+  }
+}
+
+/**
+ * Imports a copy of client/wshub.js that believes it was served from `moduleUrl` (its one use of
+ * `import.meta.url` replaced), as a browser page would load it from the hub. Returns the module.
+ */
+export async function importServedCopy(moduleUrl) {
+  const source = await readFile(new URL("../wshub.js", import.meta.url), "utf8");
+  const uses = source.split("import.meta.url").length - 1;
+  if (uses !== 1) {
+    throw new Error(`client/wshub.js uses import.meta.url ${uses} times; the tests expect once`);
+  }
+  const dir = await mkdtemp(join(tmpdir(), "wshub-client-"));
+  const file = join(dir, "wshub.js");
+  await writeFile(file, source.replace("import.meta.url", JSON.stringify(moduleUrl)));
+  try {
+    return await import(pathToFileURL(file).href);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
