@@ -81,8 +81,8 @@ note "the example listens on $base"
 # The page.
 code=$(status "$work/page" "$base/")
 [[ $code == 200 ]] || fail "GET / answered $code, not 200"
-for needle in '<title>' 'new WebSocket(' '/ws?groupId=' 'textContent' \
-    '"broadcastchatmessage"' '"initialmessages"' '"__error"'; do
+for needle in '<title>' 'from "/ws/wshub.js"' 'new WsHub(' 'textContent' \
+    '"broadcastchatmessage"' '"initialmessages"' '"userlist"'; do
     grep -qF "$needle" "$work/page" || fail "the page served at / lacks '$needle'"
 done
 note "GET / serves the chat page"

@@ -1,10 +1,11 @@
-//! The chat example's rooms (examples/chat/rooms.rs) behind a real hub on 127.0.0.1: chat
-//! messages go through the handler to the room, newcomers get the history, bad messages are
+//! The chat example's rooms (examples/chat/rooms/) behind a real hub on 127.0.0.1: chat messages
+//! go through the handler to the room, newcomers get the history, the room learns who comes and
+//! goes, private messages reach only their user's tabs and the sender's, bad messages are
 //! refused, and pages cannot bypass the handler.
 
 mod common;
 
-#[path = "../examples/chat/rooms.rs"]
+#[path = "../examples/chat/rooms/mod.rs"]
 mod rooms;
 
 use common::{Client, TestServer};
@@ -13,15 +14,23 @@ use serde_json::{json, Value};
 /// The example's hub and routes: the handler, and a publish endpoint with [`common::TOKEN`].
 async fn server() -> TestServer {
     let hub = rooms::hub();
-    let router = rooms::router().route_service(
+    let router = rooms::router(&hub).route_service(
         "/api/publish",
         hub.publish_service().bearer_token(common::TOKEN),
     );
     TestServer::serve(hub, router).await
 }
 
-/// Connects to `room` as `user`, reads `__connected` and returns the `initialmessages` history.
-async fn join(server: &TestServer, room: &str, user: &str) -> (Client, Vec<Value>) {
+/// Someone in a room: the socket, the history it got and the people it was told about.
+struct Joined {
+    client: Client,
+    history: Vec<Value>,
+    people: Value,
+}
+
+/// Connects to `room` as `user`, reads `__connected`, the `initialmessages` history and the
+/// `userlist`, both addressed to this connection or its room.
+async fn enter(server: &TestServer, room: &str, user: &str) -> Joined {
     let mut client = server
         .connect(&format!("?groupId={room}&userId={user}"))
         .await;
@@ -34,7 +43,30 @@ async fn join(server: &TestServer, room: &str, user: &str) -> (Client, Vec<Value
         .as_array()
         .unwrap_or_else(|| panic!("initialmessages holds an array: {initial}"))
         .clone();
-    (client, history)
+    let list = client.recv_action("userlist").await;
+    assert_eq!(list["groupId"], room, "{list}");
+    Joined {
+        client,
+        history,
+        people: list["message"].clone(),
+    }
+}
+
+/// [`enter`], for tests that do not look at the people.
+async fn join(server: &TestServer, room: &str, user: &str) -> (Client, Vec<Value>) {
+    let joined = enter(server, room, user).await;
+    (joined.client, joined.history)
+}
+
+/// The next envelope other than a `userlist` (people coming and going), which must have `action`.
+async fn recv_skipping_userlists(client: &mut Client, action: &str) -> Value {
+    loop {
+        let envelope = client.recv().await;
+        if envelope["action"] != "userlist" || action == "userlist" {
+            assert_eq!(envelope["action"], action, "unexpected envelope {envelope}");
+            return envelope;
+        }
+    }
 }
 
 /// What the page sends.
@@ -48,20 +80,40 @@ async fn say(client: &mut Client, room: &str, text: &str) {
         .await;
 }
 
-/// The next envelope is a chat line; returns its message `{user, text, time}`.
+/// What the page sends for a private message.
+async fn whisper(client: &mut Client, user: &str, text: &str) {
+    client
+        .send_json(&json!({
+            "action": "broadcastchatmessage",
+            "message": text,
+            "recipients": [{"type": "user", "value": user}],
+        }))
+        .await;
+}
+
+/// The next envelope but `userlist`s is a chat line; returns its message `{user, text, time}`.
 async fn chat_line(client: &mut Client) -> Value {
-    let envelope = client.recv_action("broadcastchatmessage").await;
+    let envelope = recv_skipping_userlists(client, "broadcastchatmessage").await;
     envelope["message"].clone()
 }
 
-/// The next envelope is `__error` `forbidden`; returns its detail.
+/// The next envelope but `userlist`s is `__error` `forbidden`; returns its detail.
 async fn refused(client: &mut Client) -> String {
-    let error = client.recv_action("__error").await;
+    let error = recv_skipping_userlists(client, "__error").await;
     assert_eq!(error["message"]["code"], "forbidden", "{error}");
     error["message"]["detail"]
         .as_str()
         .expect("the detail is a string")
         .to_owned()
+}
+
+/// Proves that nothing but `userlist`s was routed to `clients` so far: a marker is the next
+/// envelope each of them gets after those.
+async fn heard_nothing(server: &TestServer, clients: &mut [&mut Client]) {
+    server.send_marker();
+    for client in clients {
+        recv_skipping_userlists(client, "marker").await;
+    }
 }
 
 fn is_rfc3339_utc(time: &str) -> bool {
@@ -106,6 +158,10 @@ async fn a_message_reaches_the_room_escaped_and_newcomers_get_it() {
     // Another room heard nothing: the marker is cat's next envelope.
     server.send_marker();
     cat.recv_action("marker").await;
+    assert!(
+        line.get("to").is_none(),
+        "a line to the room names nobody: {line}"
+    );
 
     let (_dan, history) = join(&server, "r1", "dan").await;
     assert_eq!(history, vec![line]);
@@ -166,6 +222,13 @@ async fn pages_cannot_bypass_the_handler() {
     let (mut bob, _) = join(&server, "r1", "bob").await;
 
     ann.send_json(&json!({
+        "action": "userlist",
+        "message": ["mallory"],
+        "recipients": [{"type": "group", "value": "r1"}],
+    }))
+    .await;
+    assert_eq!(refused(&mut ann).await, "clients may not relay this action");
+    ann.send_json(&json!({
         "action": "chat",
         "message": "<script>",
         "recipients": [{"type": "group", "value": "r1"}],
@@ -193,12 +256,27 @@ async fn without_user_or_room_it_is_anonymous_in_the_lobby() {
     let mut nobody = server.connect("").await;
     let initial = nobody.recv_action("initialmessages").await;
     assert_eq!(initial["message"], json!([]));
+    // Put in the lobby, it is listed there and hears it.
+    let list = nobody.recv_action("userlist").await;
+    assert_eq!(list["message"], json!(["ann", "anonymous"]));
+    assert_eq!(
+        ann.recv_action("userlist").await["message"],
+        list["message"]
+    );
 
     say(&mut nobody, "lobby", "hello").await;
     let line = chat_line(&mut ann).await;
     assert_eq!(
         (&line["user"], &line["text"]),
         (&json!("anonymous"), &json!("hello"))
+    );
+    assert_eq!(chat_line(&mut nobody).await, line);
+
+    // Private messages need a nickname.
+    whisper(&mut nobody, "ann", "psst").await;
+    assert_eq!(
+        refused(&mut nobody).await,
+        "choose a nickname to send private messages"
     );
 }
 
@@ -219,4 +297,150 @@ async fn published_chat_lines_reach_the_room() {
         .await;
     assert_eq!(delivered, 1);
     assert_eq!(chat_line(&mut ann).await, line);
+}
+
+#[tokio::test]
+async fn the_room_learns_who_comes_and_goes_and_tabs_count_once() {
+    let server = server().await;
+    let Joined {
+        client: mut ann,
+        history,
+        people,
+    } = enter(&server, "p", "ann").await;
+    assert_eq!(people, json!(["ann"]));
+    assert!(history.is_empty());
+
+    // A newcomer: the whole room hears of it, sorted.
+    let mut bob = enter(&server, "p", "bob").await;
+    assert_eq!(bob.people, json!(["ann", "bob"]));
+    let list = ann.recv_action("userlist").await;
+    assert_eq!(list["message"], json!(["ann", "bob"]));
+    assert_eq!(list["groupId"], "p");
+    assert_eq!(list["recipients"], json!([{"type": "group", "value": "p"}]));
+
+    // Another tab of bob's is no newcomer: only that tab is told who is there. Another room,
+    // even with a user of the same name, is a room of its own.
+    let mut bob2 = enter(&server, "p", "bob").await;
+    assert_eq!(bob2.people, json!(["ann", "bob"]));
+    let mut elsewhere = enter(&server, "q", "ann").await;
+    assert_eq!(elsewhere.people, json!(["ann"]));
+    server.send_marker();
+    for client in [
+        &mut ann,
+        &mut bob.client,
+        &mut bob2.client,
+        &mut elsewhere.client,
+    ] {
+        client.recv_action("marker").await;
+    }
+
+    // Bob closes one tab, then the other: the room hears once, when his last tab has gone,
+    // whichever of the two departures the handler sees first.
+    drop(bob.client);
+    drop(bob2.client);
+    let list = ann.recv_action("userlist").await;
+    assert_eq!(list["message"], json!(["ann"]));
+    server.send_marker();
+    ann.recv_action("marker").await;
+    elsewhere.client.recv_action("marker").await;
+
+    // Back with one tab: the room hears of it again.
+    let bob = enter(&server, "p", "bob").await;
+    assert_eq!(bob.people, json!(["ann", "bob"]));
+    assert_eq!(
+        ann.recv_action("userlist").await["message"],
+        json!(["ann", "bob"])
+    );
+}
+
+#[tokio::test]
+async fn a_private_message_reaches_only_its_user_and_the_senders_tabs() {
+    let server = server().await;
+    let (mut ann, _) = join(&server, "r", "ann").await;
+    let (mut ann2, _) = join(&server, "r", "ann").await;
+    let (mut bob, _) = join(&server, "r", "bob").await;
+    let (mut bob2, _) = join(&server, "r", "bob").await;
+    let (mut cat, _) = join(&server, "r", "cat").await;
+    // A bob in another room is not in this conversation.
+    let (mut bob_elsewhere, _) = join(&server, "s", "bob").await;
+
+    whisper(&mut ann, "bob", "<i>just</i> between us").await;
+    let envelope = recv_skipping_userlists(&mut bob, "broadcastchatmessage").await;
+    let line = &envelope["message"];
+    assert_eq!(line["user"], "ann");
+    assert_eq!(line["to"], "bob", "marked private: {line}");
+    assert_eq!(line["text"], "&lt;i&gt;just&lt;/i&gt; between us");
+    assert!(is_rfc3339_utc(line["time"].as_str().unwrap()), "{line}");
+    assert_eq!(
+        (&envelope["userId"], &envelope["groupId"]),
+        (&json!("ann"), &json!("r"))
+    );
+    let mut to: Vec<&str> = envelope["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["type"], "connection", "{envelope}");
+            r["value"].as_str().unwrap()
+        })
+        .collect();
+    to.sort_unstable();
+    let mut expected = [&ann.id, &ann2.id, &bob.id, &bob2.id].map(String::as_str);
+    expected.sort_unstable();
+    assert_eq!(to, expected, "bob's tabs and the sender's, in this room");
+
+    for tab in [&mut bob2, &mut ann, &mut ann2] {
+        assert_eq!(&chat_line(tab).await, line);
+    }
+    heard_nothing(
+        &server,
+        &mut [
+            &mut ann,
+            &mut ann2,
+            &mut bob,
+            &mut bob2,
+            &mut cat,
+            &mut bob_elsewhere,
+        ],
+    )
+    .await;
+
+    // It is not kept: a newcomer's history has only what the room heard.
+    say(&mut cat, "r", "hello room").await;
+    let public = chat_line(&mut bob).await;
+    let (_dan, history) = join(&server, "r", "dan").await;
+    assert_eq!(history, vec![public]);
+}
+
+#[tokio::test]
+async fn private_messages_go_to_one_user_in_the_room() {
+    let server = server().await;
+    let (mut ann, _) = join(&server, "r", "ann").await;
+    let (mut bob, _) = join(&server, "r", "bob").await;
+    let (_zed, _) = join(&server, "elsewhere", "zed").await;
+
+    whisper(&mut ann, "zed", "hi").await;
+    assert_eq!(refused(&mut ann).await, "zed is not in this room");
+    whisper(&mut ann, "", "hi").await;
+    assert_eq!(refused(&mut ann).await, "a private message needs a user");
+    ann.send_json(&json!({
+        "action": "broadcastchatmessage",
+        "message": "hi both",
+        "recipients": [{"type": "user", "value": "bob"}, {"type": "user", "value": "ann"}],
+    }))
+    .await;
+    assert_eq!(
+        refused(&mut ann).await,
+        "a private message goes to one user"
+    );
+    // The text rules hold for private messages too.
+    whisper(&mut ann, "bob", "  ").await;
+    assert_eq!(refused(&mut ann).await, "the message is empty");
+    heard_nothing(&server, &mut [&mut bob]).await;
+
+    // To oneself: only one's own tabs.
+    whisper(&mut bob, "bob", "note to self").await;
+    let line = chat_line(&mut bob).await;
+    assert_eq!((&line["user"], &line["to"]), (&json!("bob"), &json!("bob")));
+    heard_nothing(&server, &mut [&mut ann]).await;
 }

@@ -1,5 +1,14 @@
-//! A chat room on wshub: one page, one socket path, a handler that every chat message goes
-//! through (`rooms.rs`: checks, escaping, history), and one publish endpoint.
+//! A chat on wshub: rooms, nicknames, who is in each room, private messages, and a page that
+//! reconnects by itself. One page (`index.html`, on the browser client `/ws/wshub.js`), one
+//! socket path, a handler that every chat message and every socket's arrival and departure go
+//! through (`rooms/`: checks, escaping, history, presence), and one publish endpoint.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` | the chat page |
+//! | `/webconnection` | a minimal page written only against Web Connection's client names (`WebConnectionWebSocket`), talking to the same rooms |
+//! | `/ws` | the sockets; `/ws/wshub.js` is the browser client |
+//! | `/api/publish` | the publish endpoint, with a bearer token |
 //!
 //! ```text
 //! cargo run --example chat                      # then open http://127.0.0.1:3000 in two tabs
@@ -41,8 +50,12 @@ async fn main() -> io::Result<()> {
     };
 
     let hub = rooms::hub();
-    let router = rooms::router()
+    let router = rooms::router(&hub)
         .route("/", get(|| async { Html(include_str!("index.html")) }))
+        .route(
+            "/webconnection",
+            get(|| async { Html(include_str!("webconnection.html")) }),
+        )
         .route_service(
             "/api/publish",
             hub.publish_service().bearer_token(token.as_str()),
