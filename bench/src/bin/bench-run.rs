@@ -1,0 +1,758 @@
+//! The driver of the benchmark suite (issue 6, first slice): for each scenario, starts the
+//! server (`bench-server`, pinned with `taskset -c 0`) and the load clients (`bench-load`, pinned
+//! with `taskset -c 1`), runs wshub and both baselines in the same run, and writes
+//! `docs/benchmarks-suite.md`.
+//!
+//! ```text
+//! cargo run --release -p wshub-bench --bin bench-run -- --quick    # under two minutes
+//! cargo run --release -p wshub-bench --bin bench-run -- --full
+//! ```
+//!
+//! Options: `--reps N` (bursts measured per implementation and publish path; default 15 quick, 7
+//! full),
+//! `--out PATH` (default docs/benchmarks-suite.md of the workspace), `--port-base P` (default
+//! 20000; every server gets the next free port below 32768).
+//!
+//! The report keeps one section per mode: a quick run replaces the quick section and keeps the
+//! full one, and the other way round. Every child is killed when the driver ends, however it ends
+//! (and each child also exits by itself when its stdin closes or after `--max-seconds`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use wshub_bench::{burst_envelope, cpu_seconds, unix_ns, Args};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+const IMPLS: [&str; 3] = ["wshub", "tungstenite", "raw"];
+/// Extra rows of scenario 1: the tungstenite baseline with smaller read buffers (bytes), to show
+/// what that buffer costs per idle socket.
+const READ_BUFFERS: [usize; 2] = [1024, 256];
+/// Envelopes per burst and their size (issue 6, scenario 2).
+const BURST: usize = 20;
+const BYTES: usize = 100;
+/// Sockets per load process, well under the ~19,900 one process can hold.
+const PER_LOAD: usize = 10_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Quick,
+    Full,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Quick => "quick",
+            Self::Full => "full",
+        }
+    }
+}
+
+fn main() {
+    let args = Args::from_env();
+    let mode = match (args.flag("--quick"), args.flag("--full")) {
+        (true, false) => Mode::Quick,
+        (false, true) => Mode::Full,
+        _ => {
+            eprintln!("bench-run --quick | --full  [--reps N] [--out PATH] [--port-base P]");
+            std::process::exit(2);
+        }
+    };
+    let reps = args.parsed("--reps", if mode == Mode::Quick { 15 } else { 7 });
+    let out = args.value("--out").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks-suite.md"),
+        PathBuf::from,
+    );
+    let port_base: u16 = args.parsed("--port-base", 20_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    match runtime.block_on(run(mode, reps, &out, port_base)) {
+        Ok(()) => eprintln!(
+            "bench-run: {} mode done in {:.0} s; wrote {}",
+            mode.name(),
+            started.elapsed().as_secs_f64(),
+            out.display()
+        ),
+        Err(e) => {
+            eprintln!("bench-run: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The sibling binaries, built first when the driver runs under cargo.
+fn binaries() -> Result<PathBuf> {
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--release", "-p", "wshub-bench", "--bins"])
+            .status()?;
+        if !status.success() {
+            return Err("building bench-server and bench-load failed".into());
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or("no directory for the driver")?
+        .to_owned();
+    for bin in ["bench-server", "bench-load"] {
+        if !dir.join(bin).exists() {
+            return Err(format!("{} missing: cargo build --release -p wshub-bench", bin).into());
+        }
+    }
+    Ok(dir)
+}
+
+struct Env {
+    bins: PathBuf,
+    taskset: bool,
+    next_port: u16,
+}
+
+impl Env {
+    fn command(&self, core: u32, bin: &str) -> Command {
+        let mut command = if self.taskset {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(self.bins.join(bin));
+            c
+        } else {
+            Command::new(self.bins.join(bin))
+        };
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// The next port below 32768 that nothing listens on.
+    fn port(&mut self) -> Result<u16> {
+        while self.next_port < 32_767 {
+            let port = self.next_port;
+            self.next_port += 1;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+        Err("no free port below 32768".into())
+    }
+}
+
+/// A child process spoken to line by line.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command, name: String) -> Result<Self> {
+        let mut child = command.spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        Ok(Self {
+            name,
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    fn pid(&self) -> Result<u32> {
+        self.child.id().ok_or_else(|| "child gone".into())
+    }
+
+    async fn send(&mut self, line: &str) -> Result<()> {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    /// The words of the next line starting with `word`; `error` lines and the end fail.
+    async fn expect(&mut self, word: &str, within: Duration) -> Result<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .map_err(|_| format!("{}: no `{word}` within {within:?}", self.name))??
+                .ok_or_else(|| format!("{}: exited while waiting for `{word}`", self.name))?;
+            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            match words.first().map(String::as_str) {
+                Some(w) if w == word => return Ok(words),
+                Some("error") => return Err(format!("{}: {line}", self.name).into()),
+                _ => eprintln!("{}: {line}", self.name),
+            }
+        }
+    }
+
+    async fn ask(&mut self, command: &str, word: &str) -> Result<Vec<String>> {
+        self.send(command).await?;
+        self.expect(word, Duration::from_secs(30)).await
+    }
+
+    /// Asks it to quit, then kills it if it has not within a few seconds.
+    async fn stop(mut self) {
+        let _ = self.send("quit").await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(words: &[String], at: usize) -> Result<T> {
+    words
+        .get(at)
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("bad answer: {}", words.join(" ")).into())
+}
+
+/// What one implementation measured at one connection count.
+#[derive(Default)]
+struct Measured {
+    connections: usize,
+    connect_ms: u64,
+    rss_before_kib: u64,
+    rss_idle_kib: u64,
+    rss_after_kib: u64,
+    /// Deliveries per second of each measured burst, by publish path.
+    rust: Vec<f64>,
+    http: Vec<f64>,
+    rust_cpu_per_1k: f64,
+    http_cpu_per_1k: f64,
+}
+
+impl Measured {
+    fn idle_per_conn_kib(&self) -> f64 {
+        (self.rss_idle_kib as f64 - self.rss_before_kib as f64) / self.connections as f64
+    }
+}
+
+/// One server with its load clients.
+struct Session {
+    server: Proc,
+    loads: Vec<Proc>,
+    port: u16,
+    connections: usize,
+    /// A keep-alive connection to the publish endpoint (wshub only).
+    publisher: Option<http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Session {
+    async fn start(
+        env: &mut Env,
+        which: &str,
+        read_buffer: Option<usize>,
+        connections: usize,
+    ) -> Result<(Self, Measured)> {
+        let port = env.port()?;
+        let mut command = env.command(0, "bench-server");
+        command.args(["--impl", which, "--port", &port.to_string()]);
+        if let Some(bytes) = read_buffer {
+            command.args(["--read-buffer", &bytes.to_string()]);
+        }
+        let mut server = Proc::spawn(command, format!("server {which}"))?;
+        server.expect("listening", Duration::from_secs(10)).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rss_before_kib = number(&server.ask("rss", "rss").await?, 1)?;
+
+        let started = Instant::now();
+        let mut loads = Vec::new();
+        let processes = connections.div_ceil(PER_LOAD);
+        for i in 0..processes {
+            let share = connections / processes + usize::from(i < connections % processes);
+            let mut command = env.command(1, "bench-load");
+            command.args([
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--connections",
+                &share.to_string(),
+            ]);
+            if which == "wshub" {
+                // Its first message is `__connected`.
+                command.arg("--hello");
+            }
+            loads.push(Proc::spawn(command, format!("load {i} ({which})"))?);
+        }
+        for load in &mut loads {
+            load.expect("ready", Duration::from_secs(120)).await?;
+        }
+        let connect_ms = started.elapsed().as_millis() as u64;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let count: usize = number(&server.ask("count", "count").await?, 1)?;
+            if count == connections {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("server {which} holds {count} of {connections}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let what the handshakes left behind settle.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_idle_kib = number(&server.ask("rss", "rss").await?, 1)?;
+        let session = Self {
+            server,
+            loads,
+            port,
+            connections,
+            publisher: None,
+        };
+        let measured = Measured {
+            connections,
+            connect_ms,
+            rss_before_kib,
+            rss_idle_kib,
+            ..Measured::default()
+        };
+        Ok((session, measured))
+    }
+
+    async fn arm(&mut self) -> Result<()> {
+        for load in &mut self.loads {
+            load.ask(&format!("arm {BURST}"), "armed").await?;
+        }
+        Ok(())
+    }
+
+    /// The last `done` of the load clients, in unix ns.
+    async fn last_done(&mut self) -> Result<u128> {
+        let mut last = 0;
+        for load in &mut self.loads {
+            let done = load.expect("done", Duration::from_secs(60)).await?;
+            last = last.max(number(&done, 1)?);
+        }
+        Ok(last)
+    }
+
+    /// One burst published from Rust (the server's `burst` command); deliveries per second.
+    async fn burst_rust(&mut self) -> Result<f64> {
+        self.arm().await?;
+        let answer = self
+            .server
+            .ask(&format!("burst {BURST} {BYTES}"), "burst")
+            .await?;
+        let started: u128 = number(&answer, 1)?;
+        let delivered: usize = number(&answer, 3)?;
+        if delivered != BURST * self.connections {
+            return Err(format!("queued {delivered} of {}", BURST * self.connections).into());
+        }
+        let last = self.last_done().await?;
+        Ok(rate(self.connections, started, last))
+    }
+
+    /// One burst through the publish endpoint: BURST POSTs in a row on one keep-alive connection.
+    async fn burst_http(&mut self) -> Result<f64> {
+        let bodies: Vec<Bytes> = (0..BURST)
+            .map(|i| Bytes::from(burst_envelope(i, BYTES).to_json()))
+            .collect();
+        self.arm().await?;
+        let port = self.port;
+        let connections = self.connections;
+        let sender = self.publisher.as_mut().ok_or("no publish connection")?;
+        let started = unix_ns();
+        for body in bodies {
+            let request = http::Request::post("/api/publish")
+                .header(http::header::HOST, format!("127.0.0.1:{port}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body))?;
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            let want = format!("{{\"delivered\":{connections}}}");
+            if !status.is_success() || body.as_ref() != want.as_bytes() {
+                return Err(format!("publish: {status} {}", String::from_utf8_lossy(&body)).into());
+            }
+        }
+        let last = self.last_done().await?;
+        Ok(rate(self.connections, started, last))
+    }
+
+    async fn stop(self) {
+        for load in self.loads {
+            load.stop().await;
+        }
+        self.server.stop().await;
+    }
+}
+
+fn rate(connections: usize, started: u128, last: u128) -> f64 {
+    let seconds = last.saturating_sub(started) as f64 / 1e9;
+    (BURST * connections) as f64 / seconds.max(1e-9)
+}
+
+/// Runs `bursts` bursts after one to warm up; their rates and the server CPU seconds per 1,000
+/// deliveries over them.
+async fn measure<F>(session: &mut Session, reps: usize, mut burst: F) -> Result<(Vec<f64>, f64)>
+where
+    F: for<'a> FnMut(&'a mut Session) -> futures_util::future::BoxFuture<'a, Result<f64>>,
+{
+    burst(session).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = session.server.pid()?;
+    let cpu_before = cpu_seconds(pid).ok_or("no /proc stat")?;
+    let mut rates = Vec::new();
+    for _ in 0..reps {
+        rates.push(burst(session).await?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - cpu_before;
+    let deliveries = (reps * BURST * session.connections) as f64;
+    Ok((rates, cpu / deliveries * 1000.0))
+}
+
+async fn scenario(
+    env: &mut Env,
+    which: &str,
+    read_buffer: Option<usize>,
+    connections: usize,
+    reps: Option<usize>,
+) -> Result<Measured> {
+    eprintln!("bench-run: {which} {read_buffer:?}, {connections} connections");
+    let (mut session, mut measured) = Session::start(env, which, read_buffer, connections).await?;
+    let result = async {
+        if let Some(reps) = reps {
+            let (rates, cpu) = measure(&mut session, reps, |s| Box::pin(s.burst_rust())).await?;
+            measured.rust = rates;
+            measured.rust_cpu_per_1k = cpu;
+            if which == "wshub" {
+                let stream = TcpStream::connect(("127.0.0.1", session.port)).await?;
+                let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+                let connection = tokio::spawn(connection);
+                session.publisher = Some(sender);
+                let (rates, cpu) =
+                    measure(&mut session, reps, |s| Box::pin(s.burst_http())).await?;
+                session.publisher = None;
+                connection.abort();
+                measured.http = rates;
+                measured.http_cpu_per_1k = cpu;
+            }
+            measured.rss_after_kib = number(&session.server.ask("rss", "rss").await?, 1)?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    session.stop().await;
+    result.map(|()| measured)
+}
+
+async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16) -> Result<()> {
+    let bins = binaries()?;
+    let taskset = std::process::Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut env = Env {
+        bins,
+        taskset,
+        next_port: port_base,
+    };
+    let started = Instant::now();
+    // (connections for scenario 1, for scenario 2)
+    let (idle_c, burst_c) = match mode {
+        Mode::Quick => (2_000, 2_000),
+        Mode::Full => (19_000, 10_000),
+    };
+    let mut idle = Vec::new();
+    let mut burst = Vec::new();
+    for which in IMPLS {
+        if idle_c == burst_c {
+            // Quick: one session serves both scenarios (idle RSS is read before any burst).
+            let m = scenario(&mut env, which, None, burst_c, Some(reps)).await?;
+            idle.push((which.to_owned(), m));
+        } else {
+            let m = scenario(&mut env, which, None, idle_c, None).await?;
+            idle.push((which.to_owned(), m));
+            let m = scenario(&mut env, which, None, burst_c, Some(reps)).await?;
+            burst.push((which.to_owned(), m));
+        }
+    }
+    for bytes in READ_BUFFERS {
+        let m = scenario(&mut env, "tungstenite", Some(bytes), idle_c, None).await?;
+        idle.push((format!("tungstenite, {bytes} B read buffer"), m));
+    }
+    // Quick mode measured both scenarios in the same sessions.
+    let burst = if burst.is_empty() {
+        &idle[..IMPLS.len()]
+    } else {
+        &burst[..]
+    };
+    let section = report(mode, reps, taskset, started.elapsed(), &idle, burst);
+    write_report(out, mode, &section)?;
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+/// Thousands separators: 1234567 -> 1,234,567.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "?".to_owned(), |(_, v)| v.trim().to_owned())
+    };
+    let nproc = std::process::Command::new("nproc")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "?".to_owned(),
+            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
+        );
+    format!(
+        "{} ({} MHz), nproc {nproc}, {memory} RAM, Linux {}",
+        field("model name"),
+        field("cpu MHz"),
+        kernel.trim()
+    )
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn report(
+    mode: Mode,
+    reps: usize,
+    taskset: bool,
+    took: Duration,
+    idle: &[(String, Measured)],
+    burst: &[(String, Measured)],
+) -> String {
+    let mut s = String::new();
+    let name = mode.name();
+    let _ = writeln!(s, "## {name} mode\n");
+    let _ = writeln!(
+        s,
+        "`cargo run --release -p wshub-bench --bin bench-run -- --{name}`, {}, took {:.0} s. \
+         Machine: {}. Server {}, load clients {}.\n",
+        today(),
+        took.as_secs_f64(),
+        machine(),
+        if taskset {
+            "pinned to core 0 (`taskset -c 0`)"
+        } else {
+            "not pinned (no taskset)"
+        },
+        if taskset { "to core 1" } else { "not pinned" },
+    );
+
+    let base_idle = idle
+        .iter()
+        .find(|(w, _)| *w == "tungstenite")
+        .map_or(f64::NAN, |(_, m)| m.idle_per_conn_kib());
+    let c = idle.first().map_or(0, |(_, m)| m.connections);
+    let _ = writeln!(
+        s,
+        "### Scenario 1: idle capacity, {} connections\n",
+        grouped(c as u64)
+    );
+    let _ = writeln!(
+        s,
+        "RSS per idle connection = (server RSS with the connections open − RSS before) ÷ \
+         connections; target: wshub ≤ 5 KiB.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| implementation | RSS before | RSS with the connections | per idle connection | ratio ÷ tungstenite | time to connect all |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for (which, m) in idle {
+        let per = m.idle_per_conn_kib();
+        let _ = writeln!(
+            s,
+            "| {which} | {:.1} MiB | {:.1} MiB | **{per:.2} KiB** | {:.2} | {:.1} s |",
+            m.rss_before_kib as f64 / 1024.0,
+            m.rss_idle_kib as f64 / 1024.0,
+            per / base_idle,
+            m.connect_ms as f64 / 1000.0,
+        );
+    }
+    s.push('\n');
+
+    let base_rate = burst
+        .iter()
+        .find(|(w, _)| *w == "tungstenite")
+        .map_or(f64::NAN, |(_, m)| median(&m.rust));
+    let c = burst.first().map_or(0, |(_, m)| m.connections);
+    let _ = writeln!(
+        s,
+        "### Scenario 2: burst broadcast, {BURST} envelopes of about {BYTES} bytes ({} bytes of \
+         JSON) to {} sockets\n",
+        burst_envelope(0, BYTES).to_json().len(),
+        grouped(c as u64)
+    );
+    let _ = writeln!(
+        s,
+        "Deliveries per second = {BURST} × connections ÷ (time from the publish to the last frame \
+         received by the load clients); median of {reps} bursts after one to warm up. From Rust: \
+         the server's control command (`Hub::send` per envelope; the baselines' `try_send` to every \
+         queue). HTTP: {BURST} `POST /api/publish` in a row on one keep-alive connection from the \
+         driver. Target: wshub ≥ 0.9 × tungstenite.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| implementation | publish | deliveries/s (median) | min – max | burst time (median) | ratio ÷ tungstenite | server CPU s per 1,000 deliveries | RSS after the bursts, per connection |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for (which, m) in burst {
+        let paths = [
+            ("Rust", &m.rust, m.rust_cpu_per_1k),
+            ("HTTP", &m.http, m.http_cpu_per_1k),
+        ];
+        for (path, rates, cpu) in paths {
+            if rates.is_empty() {
+                continue;
+            }
+            let med = median(rates);
+            let (lo, hi) = min_max(rates);
+            let _ = writeln!(
+                s,
+                "| {which} | {path} | **{}** | {} – {} | {:.1} ms | {:.2} | {:.5} | {:.2} KiB |",
+                grouped(med as u64),
+                grouped(lo as u64),
+                grouped(hi as u64),
+                (BURST * m.connections) as f64 / med * 1000.0,
+                med / base_rate,
+                cpu,
+                (m.rss_after_kib as f64 - m.rss_before_kib as f64) / m.connections as f64,
+            );
+        }
+    }
+    s.push('\n');
+    let wshub_idle = idle
+        .iter()
+        .find(|(w, _)| *w == "wshub")
+        .map(|(_, m)| m.idle_per_conn_kib());
+    let wshub_rate = burst
+        .iter()
+        .find(|(w, _)| *w == "wshub")
+        .map(|(_, m)| median(&m.rust));
+    let wshub_http = burst
+        .iter()
+        .find(|(w, _)| *w == "wshub")
+        .map(|(_, m)| median(&m.http));
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    if let (Some(idle), Some(rate), Some(http)) = (wshub_idle, wshub_rate, wshub_http) {
+        let _ = writeln!(
+            s,
+            "Targets of issue 6 in this run: idle ≤ 5 KiB per connection: {:.2} KiB, {}; burst ≥ 0.9 × \
+             baseline: {:.2} from Rust, {}, and {:.2} through HTTP, {}.\n",
+            idle,
+            verdict(idle <= 5.0),
+            rate / base_rate,
+            verdict(rate / base_rate >= 0.9),
+            http / base_rate,
+            verdict(http / base_rate >= 0.9),
+        );
+    }
+    s
+}
+
+const HEAD: &str = "# Benchmark suite (issue 6, first slice)\n\n\
+Generated by `bench-run` (crate `bench/`, package `wshub-bench`); do not edit the sections by hand. \
+wshub is measured against two baselines built from the same dependencies, in the same run, with \
+the same load client: **tungstenite**, a bare tokio-tungstenite fan-out server (one task and one \
+bounded queue of 1,024 per socket, a shared `Utf8Bytes` frame, batched writes of up to 64 frames \
+per flush, the same 4 KiB read and 8 KiB write buffers as wshub), and **raw**, the floor \
+(a hand-written handshake, then each envelope encoded once as a whole frame and written straight \
+to the TCP sockets). The load client (`bench-load`) does the handshake by hand and counts frames \
+without copying them; it answers pings. Scenarios 3 to 7 of the issue are not built yet.\n\n";
+
+/// Writes the report, replacing this mode's section and keeping the other mode's.
+fn write_report(out: &Path, mode: Mode, section: &str) -> Result<()> {
+    let old = std::fs::read_to_string(out).unwrap_or_default();
+    let marked =
+        |m: Mode, body: &str| format!("<!-- {0}:start -->\n{body}<!-- {0}:end -->\n\n", m.name());
+    let keep = |m: Mode| {
+        let start = format!("<!-- {}:start -->\n", m.name());
+        let end = format!("<!-- {}:end -->", m.name());
+        let from = old.find(&start)? + start.len();
+        let to = old[from..].find(&end)? + from;
+        Some(old[from..to].to_owned())
+    };
+    let mut text = HEAD.to_owned();
+    let notes_start = "<!-- notes:start -->\n";
+    let notes = old.find(notes_start).map(|at| old[at..].to_owned());
+    for m in [Mode::Quick, Mode::Full] {
+        if m == mode {
+            text.push_str(&marked(m, section));
+        } else if let Some(body) = keep(m) {
+            text.push_str(&marked(m, &body));
+        }
+    }
+    // Hand-written notes after the generated sections are kept as they are.
+    if let Some(notes) = notes {
+        text.push_str(&notes);
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, text)?;
+    Ok(())
+}
