@@ -27,6 +27,7 @@ use crate::hub::{CloseSignal, Hub, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
+use crate::lazy_read::LazyRead;
 use crate::pipeline::{Forwarder, Pipeline, Work};
 
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
@@ -44,9 +45,9 @@ const MAX_BATCH: usize = 64;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Refusals in a row after which a rate-limited client is taken as abusive and closed.
 const RATE_STRIKES: u32 = 20;
-/// The read buffer tungstenite allocates for every socket, idle or not; large client messages
-/// take a few more reads, and a hub holds many more sockets than it reads large messages.
-const READ_BUFFER: usize = 4 * 1024;
+/// The read buffer tungstenite allocates (and zero-fills) for every socket, idle or not. Kept
+/// small: reads go through [`LazyRead`], which brings larger reads while data keeps arriving.
+const READ_BUFFER: usize = 256;
 /// Bytes of queued frames gathered before a write to the socket.
 const WRITE_BUFFER: usize = 8 * 1024;
 
@@ -62,7 +63,8 @@ where
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let mut ws =
+        WebSocketStream::from_raw_socket(LazyRead::new(io), Role::Server, Some(ws_config)).await;
 
     let Some(id) = ConnectionId::random() else {
         tracing::error!("no random bytes for a connection id");

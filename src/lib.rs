@@ -53,6 +53,7 @@ mod id;
 mod identity;
 mod info;
 mod layer;
+mod lazy_read;
 mod pipeline;
 mod publish;
 mod registry;
