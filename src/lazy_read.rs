@@ -90,7 +90,11 @@ impl<IO: AsyncRead> AsyncRead for LazyRead<IO> {
 }
 
 impl<IO: AsyncWrite> AsyncWrite for LazyRead<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().io.poll_write(cx, buf)
     }
 
@@ -143,6 +147,9 @@ mod tests {
         }
         writer.await.unwrap();
         assert_eq!(got, data);
-        assert!(reader.buffered.capacity() == 0, "nothing is held once drained");
+        assert!(
+            reader.buffered.capacity() == 0,
+            "nothing is held once drained"
+        );
     }
 }
