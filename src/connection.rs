@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,11 +22,12 @@ use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::Outcome;
 use crate::handshake::Link;
-use crate::hub::{CloseSignal, Hub, Outbox, Pace, Permit};
+use crate::hub::{Hub, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
 use crate::lazy_read::LazyRead;
+use crate::mailbox::{Delivery, Mailbox};
 use crate::pipeline::{Forwarder, Pipeline, Work};
 
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
@@ -71,12 +71,8 @@ where
         close(&mut ws, CLOSE_INTERNAL).await;
         return;
     };
-    let (frames, queue) = mpsc::channel(config.outbound_queue);
-    let signal = Arc::new(CloseSignal::default());
-    let outbox = Outbox {
-        frames,
-        close: Arc::clone(&signal),
-    };
+    let mailbox = Arc::new(Mailbox::new(config.outbound_queue));
+    let outbox = Outbox(Arc::clone(&mailbox));
     let about = Connected {
         connection_id: id.to_string(),
         user_id: identity.user_id.clone(),
@@ -84,10 +80,7 @@ where
     };
     // Queued before the socket is visible to routing, so it is the first thing the client reads.
     outbox.offer(Envelope::system("__connected", &about).to_frame());
-    let own = Outbox {
-        frames: outbox.frames.clone(),
-        close: Arc::clone(&signal),
-    };
+    let own = outbox.clone();
     let Some(registration) = hub.register(id, &identity, outbox) else {
         close(&mut ws, CLOSE_GOING_AWAY).await;
         return;
@@ -124,7 +117,7 @@ where
     if events {
         session.event("__connect", &about);
     }
-    let code = session.run(&mut ws, queue, &signal).await;
+    let code = session.run(&mut ws, &mailbox).await;
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
     if let Some(code) = code {
@@ -192,12 +185,7 @@ enum Next {
 
 impl Session {
     /// Serves the socket; returns the close code to send, or `None` when it is already closed.
-    async fn run<S>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        mut queue: mpsc::Receiver<Utf8Bytes>,
-        signal: &CloseSignal,
-    ) -> Option<u16>
+    async fn run<S>(&mut self, ws: &mut WebSocketStream<S>, mailbox: &Mailbox) -> Option<u16>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -213,12 +201,15 @@ impl Session {
             tokio::select! {
                 // Closing first: a queue that never empties must not keep a socket open.
                 biased;
-                code = signal.requested() => return Some(code),
-                Some(first) = queue.recv() => {
+                delivery = mailbox.next() => {
+                    let first = match delivery {
+                        Delivery::Close(code) => return Some(code),
+                        Delivery::Frame(frame) => frame,
+                    };
                     let written = tokio::select! {
                         biased;
-                        code = signal.requested() => return Some(code),
-                        r = timeout(self.idle_timeout, write_batch(ws, &mut queue, first)) => r,
+                        code = mailbox.closing() => return Some(code),
+                        r = timeout(self.idle_timeout, write_batch(ws, mailbox, first)) => r,
                     };
                     match written {
                         Ok(Ok(())) => {}
@@ -385,7 +376,7 @@ impl Session {
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    mailbox: &Mailbox,
     first: Utf8Bytes,
 ) -> Result<(), WsError>
 where
@@ -393,9 +384,9 @@ where
 {
     ws.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
-        match queue.try_recv() {
-            Ok(frame) => ws.feed(Message::Text(frame)).await?,
-            Err(_) => break,
+        match mailbox.try_frame() {
+            Some(frame) => ws.feed(Message::Text(frame)).await?,
+            None => break,
         }
     }
     ws.flush().await

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::{Config, HubBuilder};
@@ -19,6 +19,7 @@ use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::layer::HubLayer;
+use crate::mailbox::{Mailbox, Refused};
 use crate::publish::PublishEndpoint;
 use crate::registry::Registry;
 use crate::routing::for_each_target;
@@ -54,24 +55,26 @@ struct Inner {
 }
 
 /// What the registry keeps per connection: the way into its socket task.
-#[derive(Debug)]
-pub(crate) struct Outbox {
-    pub(crate) frames: mpsc::Sender<Utf8Bytes>,
-    pub(crate) close: Arc<CloseSignal>,
-}
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
 
 impl Outbox {
     /// Queues a frame without waiting. A full queue means the client is not reading: it is closed
     /// rather than allowed to hold up the sender or grow without bound.
     pub(crate) fn offer(&self, frame: Utf8Bytes) -> bool {
-        match self.frames.try_send(frame) {
+        match self.0.offer(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close.close(crate::connection::CLOSE_SLOW_CONSUMER);
+            Err(Refused::Full) => {
+                self.0.close(crate::connection::CLOSE_SLOW_CONSUMER);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closing) => false,
         }
+    }
+
+    /// Asks the connection's task to close its socket with `code`.
+    pub(crate) fn close(&self, code: u16) {
+        self.0.close(code);
     }
 }
 
@@ -94,36 +97,6 @@ impl Pace {
         self.routed += 1;
         if self.routed % Self::EVERY == 0 {
             tokio::task::yield_now().await;
-        }
-    }
-}
-
-/// Asks a connection's task to close its socket with a code; the first code asked for wins.
-#[derive(Debug, Default)]
-pub(crate) struct CloseSignal {
-    code: AtomicU16,
-    notify: Notify,
-}
-
-impl CloseSignal {
-    pub(crate) fn close(&self, code: u16) {
-        if self
-            .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Resolves with the code once a close is asked for.
-    pub(crate) async fn requested(&self) -> u16 {
-        loop {
-            let code = self.code.load(Ordering::Acquire);
-            if code != 0 {
-                return code;
-            }
-            self.notify.notified().await;
         }
     }
 }
@@ -279,10 +252,7 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Release);
         for member in self.read().members() {
-            member
-                .outbox
-                .close
-                .close(crate::connection::CLOSE_GOING_AWAY);
+            member.outbox.close(crate::connection::CLOSE_GOING_AWAY);
         }
         let drained = async {
             loop {

@@ -54,6 +54,7 @@ mod identity;
 mod info;
 mod layer;
 mod lazy_read;
+mod mailbox;
 mod pipeline;
 mod publish;
 mod registry;

@@ -1,0 +1,186 @@
+//! One connection's outbound queue and close request: what routing writes into without waiting,
+//! and what the connection's task reads.
+//!
+//! A bounded queue of shared frames plus a close code behind one small lock, with one waker for the
+//! one task that reads it. Unlike a general channel it allocates nothing while empty (a tokio
+//! channel allocates a block of 32 slots up front), and gives its memory back once drained, so
+//! an idle connection costs a few dozen bytes here.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// What the connection's task is to do next.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    Frame(Utf8Bytes),
+    Close(u16),
+}
+
+/// Capacity kept after the queue drains; a burst's larger allocation is given back.
+const KEEP: usize = 8;
+
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    state: Mutex<State>,
+    waker: AtomicWaker,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Utf8Bytes>,
+    /// 0 while open; otherwise the close code asked for first.
+    close: u16,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The queue is full: the client does not read.
+    Full,
+    /// The connection is closing.
+    Closing,
+}
+
+impl Mailbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            waker: AtomicWaker::new(),
+            capacity,
+        }
+    }
+
+    /// Queues a frame without waiting.
+    pub(crate) fn offer(&self, frame: Utf8Bytes) -> Result<(), Refused> {
+        let mut state = self.lock();
+        if state.close != 0 {
+            return Err(Refused::Closing);
+        }
+        if state.frames.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Asks the task to close the socket with `code`; the first code asked for wins.
+    pub(crate) fn close(&self, code: u16) {
+        let mut state = self.lock();
+        if state.close == 0 {
+            state.close = code;
+        }
+        drop(state);
+        self.waker.wake();
+    }
+
+    /// The next thing to do: a close request comes before any frame still queued.
+    pub(crate) async fn next(&self) -> Delivery {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
+        // Registered before looking, so a frame offered in between wakes us.
+        self.waker.register(cx.waker());
+        let mut state = self.lock();
+        if state.close != 0 {
+            return Poll::Ready(Delivery::Close(state.close));
+        }
+        match state.pop() {
+            Some(frame) => Poll::Ready(Delivery::Frame(frame)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// A queued frame, if there is one and no close was asked for.
+    pub(crate) fn try_frame(&self) -> Option<Utf8Bytes> {
+        let mut state = self.lock();
+        if state.close != 0 {
+            return None;
+        }
+        state.pop()
+    }
+
+    /// Resolves with the code once a close is asked for.
+    pub(crate) async fn closing(&self) -> u16 {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.lock().close {
+                0 => Poll::Pending,
+                code => Poll::Ready(code),
+            }
+        })
+        .await
+    }
+
+    // Nothing in the state can be left half-changed by a panic, so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn pop(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.frames.pop_front();
+        if self.frames.is_empty() && self.frames.capacity() > KEEP {
+            self.frames = VecDeque::new();
+        }
+        frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_in_order_then_full_then_close_first() {
+        let mailbox = Mailbox::new(2);
+        assert_eq!(mailbox.offer("a".into()), Ok(()));
+        assert_eq!(mailbox.offer("b".into()), Ok(()));
+        assert_eq!(mailbox.offer("c".into()), Err(Refused::Full));
+        assert!(matches!(mailbox.next().await, Delivery::Frame(f) if f == "a"));
+        mailbox.close(1008);
+        mailbox.close(1001);
+        assert!(
+            matches!(mailbox.next().await, Delivery::Close(1008)),
+            "close before frames"
+        );
+        assert_eq!(mailbox.try_frame(), None);
+        assert_eq!(mailbox.offer("d".into()), Err(Refused::Closing));
+        assert_eq!(mailbox.closing().await, 1008);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_task_is_woken_by_an_offer() {
+        let mailbox = std::sync::Arc::new(Mailbox::new(4));
+        let reader = tokio::spawn({
+            let mailbox = std::sync::Arc::clone(&mailbox);
+            async move { mailbox.next().await }
+        });
+        tokio::task::yield_now().await;
+        mailbox.offer("x".into()).unwrap();
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(matches!(delivery, Delivery::Frame(f) if f == "x"));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_memory_back() {
+        let mailbox = Mailbox::new(1000);
+        for _ in 0..100 {
+            mailbox.offer("x".into()).unwrap();
+        }
+        while mailbox.try_frame().is_some() {}
+        assert_eq!(mailbox.lock().frames.capacity(), 0);
+    }
+}
