@@ -26,7 +26,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Barrier, Notify, Semaphore};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use wshub::{Envelope, Forwarded, Forwarding, Hub, HubBuilder, Recipient, RecipientKind};
 
@@ -192,33 +191,10 @@ fn echo(body: &[u8]) -> Response {
 
 /// Connects to the hub's socket with extra upgrade-request headers, and reads `__connected`.
 async fn connect_with(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Client {
-    let mut request = server
-        .ws_url(query)
-        .into_client_request()
-        .expect("a client request");
-    for (name, value) in headers {
-        request.headers_mut().append(
-            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
-            HeaderValue::from_str(value).expect("header value"),
-        );
+    match server.try_connect(query, headers).await {
+        Ok((client, _)) => client,
+        Err(refused) => panic!("the handshake was refused: {refused:?}"),
     }
-    let (ws, response) = within(
-        "the WebSocket handshake",
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .expect("WebSocket handshake");
-    assert_eq!(response.status(), 101);
-    let mut client = Client {
-        ws,
-        id: String::new(),
-    };
-    let connected = client.recv_action("__connected").await;
-    client.id = connected["message"]["connectionId"]
-        .as_str()
-        .expect("connectionId is a string")
-        .to_owned();
-    client
 }
 
 /// Asserts that `got` is an `__error` envelope with `code`, as §6 shapes it, and returns its detail.

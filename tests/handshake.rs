@@ -19,8 +19,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tower::Layer;
@@ -140,40 +138,12 @@ async fn connect_with_origin(
     query: &str,
     origin: Option<&str>,
 ) -> Result<Client, u16> {
-    let mut request = server
-        .ws_url(query)
-        .into_client_request()
-        .expect("a valid ws:// URL");
-    if let Some(origin) = origin {
-        request.headers_mut().insert(
-            "origin",
-            HeaderValue::from_str(origin).expect("a valid header value"),
-        );
-    }
-    let result = within(
-        "the WebSocket handshake",
-        tokio_tungstenite::connect_async(request),
-    )
-    .await;
-    match result {
-        Ok((ws, response)) => {
-            assert_eq!(response.status(), 101);
-            let mut client = Client {
-                ws,
-                id: String::new(),
-            };
-            let connected = client.recv_action("__connected").await;
-            client.id = connected["message"]["connectionId"]
-                .as_str()
-                .expect("connectionId is a string")
-                .to_owned();
-            Ok(client)
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(e) => panic!("handshake failed other than with an HTTP answer: {e}"),
-    }
+    let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+    server
+        .try_connect(query, &headers)
+        .await
+        .map(|(client, _)| client)
+        .map_err(|refused| refused.status)
 }
 
 /// An app that echoes what it was given, to prove a request passed through unchanged.

@@ -23,13 +23,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use common::{envelope, until, within, Client, TestServer};
+use common::{envelope, until, within, Client, Refused, TestServer};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wshub::{
@@ -40,63 +39,9 @@ use wshub::{
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A handshake the server refused: its status, headers and body.
-#[derive(Debug)]
-struct Refused {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-/// Connects a real client to `/ws<query>` with extra upgrade-request headers. On a `101` it reads
-/// the `__connected` envelope (returned with the client); otherwise it returns the refusal.
-async fn try_connect(
-    server: &TestServer,
-    query: &str,
-    headers: &[(&str, &str)],
-) -> Result<(Client, Value), Refused> {
-    let mut request = server
-        .ws_url(query)
-        .into_client_request()
-        .expect("a valid ws:// URL");
-    for (name, value) in headers {
-        request.headers_mut().append(
-            HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
-            HeaderValue::from_str(value).expect("a valid header value"),
-        );
-    }
-    let result = within(
-        "the WebSocket handshake",
-        tokio_tungstenite::connect_async(request),
-    )
-    .await;
-    match result {
-        Ok((ws, response)) => {
-            assert_eq!(response.status(), 101);
-            let mut client = Client {
-                ws,
-                id: String::new(),
-            };
-            let connected = client.recv_action("__connected").await;
-            client.id = connected["message"]["connectionId"]
-                .as_str()
-                .expect("connectionId is a string")
-                .to_owned();
-            Ok((client, connected))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
-                .into_owned(),
-        }),
-        Err(e) => panic!("handshake failed other than with an HTTP answer: {e}"),
-    }
-}
-
 /// Like [`try_connect`], for a socket that must open.
 async fn connect(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> (Client, Value) {
-    match try_connect(server, query, headers).await {
+    match server.try_connect(query, headers).await {
         Ok(connected) => connected,
         Err(refused) => panic!("the upgrade was refused: {refused:?}"),
     }
@@ -104,7 +49,7 @@ async fn connect(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> 
 
 /// Like [`try_connect`], for a socket that must be refused.
 async fn refused(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Refused {
-    match try_connect(server, query, headers).await {
+    match server.try_connect(query, headers).await {
         Ok((_, connected)) => panic!("the upgrade was accepted: {connected}"),
         Err(refused) => refused,
     }

@@ -10,11 +10,13 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
+use http::header::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -114,27 +116,56 @@ impl TestServer {
 
     /// Connects a client to `/ws<query>` and reads its `__connected` envelope.
     pub async fn connect(&self, query: &str) -> Client {
-        let (ws, response) = within(
+        match self.try_connect(query, &[]).await {
+            Ok((client, _)) => client,
+            Err(refused) => panic!("the handshake was refused: {refused:?}"),
+        }
+    }
+
+    /// Connects to `/ws<query>` with extra upgrade-request headers. On a `101` it reads the
+    /// `__connected` envelope (returned with the client); otherwise it returns the refusal.
+    pub async fn try_connect(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, Value), Refused> {
+        let mut request = self
+            .ws_url(query)
+            .into_client_request()
+            .expect("a valid ws:// URL");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
+                HeaderValue::from_str(value).expect("a valid header value"),
+            );
+        }
+        let result = within(
             "the WebSocket handshake",
-            tokio_tungstenite::connect_async(self.ws_url(query)),
+            tokio_tungstenite::connect_async(request),
         )
-        .await
-        .expect("WebSocket handshake");
-        assert_eq!(response.status(), 101);
-        let mut client = Client {
-            ws,
-            id: String::new(),
-        };
-        let connected = client.recv().await;
-        assert_eq!(
-            connected["action"], "__connected",
-            "first envelope: {connected}"
-        );
-        client.id = connected["message"]["connectionId"]
-            .as_str()
-            .expect("connectionId is a string")
-            .to_owned();
-        client
+        .await;
+        match result {
+            Ok((ws, response)) => {
+                assert_eq!(response.status(), 101);
+                let mut client = Client {
+                    ws,
+                    id: String::new(),
+                };
+                let connected = client.recv_action("__connected").await;
+                client.id = connected["message"]["connectionId"]
+                    .as_str()
+                    .expect("connectionId is a string")
+                    .to_owned();
+                Ok((client, connected))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
+                status: response.status().as_u16(),
+                headers: response.headers().clone(),
+                body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .into_owned(),
+            }),
+            Err(e) => panic!("handshake failed other than with an HTTP answer: {e}"),
+        }
     }
 
     /// Connects `n` clients with the same query.
@@ -181,6 +212,14 @@ impl TestServer {
             self.addr
         )
     }
+}
+
+/// A handshake the server refused: its status, headers and body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
 }
 
 #[derive(Debug)]
