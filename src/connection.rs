@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -26,7 +26,7 @@ use crate::hub::{Hub, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
-use crate::lazy_read::LazyRead;
+use crate::lazy_io::LazyIo;
 use crate::mailbox::{Delivery, Mailbox};
 use crate::pipeline::{Forwarder, Pipeline, Work};
 
@@ -46,10 +46,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Refusals in a row after which a rate-limited client is taken as abusive and closed.
 const RATE_STRIKES: u32 = 20;
 /// The read buffer tungstenite allocates (and zero-fills) for every socket, idle or not. Kept
-/// small: reads go through [`LazyRead`], which brings larger reads while data keeps arriving.
+/// small: reads go through [`LazyIo`], which brings larger reads while data keeps arriving.
 const READ_BUFFER: usize = 256;
-/// Bytes of queued frames gathered before a write to the socket.
-const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Runs one upgraded socket until it closes, then finishes its forwards. `permit` holds its
 /// place under the connection limit until then.
@@ -60,11 +58,13 @@ where
     let config = hub.config();
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
+        // Frames go straight to `LazyIo`, which gathers them until the flush and then frees
+        // its buffer; tungstenite's own would keep its largest size for good.
+        .write_buffer_size(0)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut ws =
-        WebSocketStream::from_raw_socket(LazyRead::new(io), Role::Server, Some(ws_config)).await;
+        WebSocketStream::from_raw_socket(LazyIo::new(io), Role::Server, Some(ws_config)).await;
 
     let Some(id) = ConnectionId::random() else {
         tracing::error!("no random bytes for a connection id");
@@ -124,7 +124,9 @@ where
         close(&mut ws, code).await;
     }
     tracing::debug!(%id, ?code, "socket closed");
-    // The TCP connection ends now; the forwards still in line do not need it.
+    // Whatever tungstenite wrote last (its answer to the client's close frame) leaves before the
+    // TCP connection ends; the forwards still in line do not need it.
+    let _ = timeout(CLOSE_GRACE, ws.get_mut().flush()).await;
     drop(ws);
     session.finish().await;
     if events {

@@ -53,7 +53,7 @@ mod id;
 mod identity;
 mod info;
 mod layer;
-mod lazy_read;
+mod lazy_io;
 mod mailbox;
 mod pipeline;
 mod publish;

@@ -1,11 +1,17 @@
-//! A read buffer that exists only while data is arriving.
+//! Socket buffers that exist only while data flows.
 //!
+//! **Reads.**
 //! tungstenite allocates (and zero-fills) its read buffer for every socket, idle or not, and reads
 //! at most that much per system call. A hub holds many more idle sockets than busy ones, so the
 //! connection gives tungstenite a small buffer and reads through [`LazyRead`]: a read that fills
 //! tungstenite's buffer means more is coming, and the next read takes up to [`CHUNK`] bytes into
 //! a buffer of its own, which is freed as soon as tungstenite has consumed it. An idle socket
 //! costs nothing here; a large message costs a few system calls, not one per small buffer.
+//!
+//! **Writes.** tungstenite keeps its write buffer at the largest size it ever grew to, so a socket
+//! that once took a burst would hold that memory while idle. The connection gives tungstenite no
+//! write buffer (every frame is handed over at once) and [`LazyIo`] gathers the frames until the
+//! flush, writes them with one system call where the socket allows, and frees the buffer.
 
 use std::io;
 use std::pin::Pin;
@@ -16,10 +22,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read at once while data keeps arriving.
 const CHUNK: usize = 16 * 1024;
+/// Gathered frames written out before more are taken, even without a flush.
+const GATHER: usize = 64 * 1024;
 
 #[pin_project]
 #[derive(Debug)]
-pub(crate) struct LazyRead<IO> {
+pub(crate) struct LazyIo<IO> {
     #[pin]
     io: IO,
     /// Read but not yet handed out; empty (and unallocated) whenever it has been drained.
@@ -27,20 +35,25 @@ pub(crate) struct LazyRead<IO> {
     taken: usize,
     /// The last read filled the caller's buffer: more is likely waiting.
     streaming: bool,
+    /// Written by the caller, not yet by the socket: `gathered[sent..]`.
+    gathered: Vec<u8>,
+    sent: usize,
 }
 
-impl<IO> LazyRead<IO> {
+impl<IO> LazyIo<IO> {
     pub(crate) fn new(io: IO) -> Self {
         Self {
             io,
             buffered: Vec::new(),
             taken: 0,
             streaming: false,
+            gathered: Vec::new(),
+            sent: 0,
         }
     }
 }
 
-impl<IO: AsyncRead> AsyncRead for LazyRead<IO> {
+impl<IO: AsyncRead> AsyncRead for LazyIo<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -89,32 +102,46 @@ impl<IO: AsyncRead> AsyncRead for LazyRead<IO> {
     }
 }
 
-impl<IO: AsyncWrite> AsyncWrite for LazyRead<IO> {
+impl<IO: AsyncWrite> LazyIo<IO> {
+    /// Writes out what was gathered; frees the buffer once all of it is written.
+    fn poll_send(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        while *this.sent < this.gathered.len() {
+            let n = ready!(this
+                .io
+                .as_mut()
+                .poll_write(cx, &this.gathered[*this.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *this.sent += n;
+        }
+        *this.gathered = Vec::new();
+        *this.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for LazyIo<IO> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        if self.gathered.len() >= GATHER {
+            ready!(self.as_mut().poll_send(cx))?;
+        }
+        self.project().gathered.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_send(cx))?;
         self.project().io.poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_send(cx))?;
         self.project().io.poll_shutdown(cx)
     }
 }
@@ -135,7 +162,7 @@ mod tests {
                 tx.write_all(&data).await.unwrap();
             })
         };
-        let mut reader = LazyRead::new(rx);
+        let mut reader = LazyIo::new(rx);
         let mut got = Vec::new();
         let mut small = [0u8; 256];
         loop {
