@@ -1,7 +1,9 @@
 //! The driver of the benchmark suite (issue 6, first slice): for each scenario, starts the
 //! server (`bench-server`, pinned with `taskset -c 0`) and the load clients (`bench-load`, pinned
 //! with `taskset -c 1`), runs wshub and both baselines in the same run, and writes
-//! `docs/benchmarks-suite.md`.
+//! `docs/benchmarks-suite.md`. Scenarios built: 1 (idle capacity), 2 (burst broadcast), 3
+//! (isolated broadcast latency, in the sessions of scenario 2) and 5 (the publish endpoint against
+//! a no-op route of the same server, with `bench-load --http` as the client).
 //!
 //! ```text
 //! cargo run --release -p wshub-bench --bin bench-run -- --quick    # under two minutes
@@ -43,6 +45,11 @@ const BURST: usize = 20;
 const BYTES: usize = 100;
 /// Sockets per load process, well under the ~19,900 one process can hold.
 const PER_LOAD: usize = 10_000;
+/// Scenario 3: one publish every this many ms.
+const LATENCY_EVERY_MS: u64 = 250;
+/// Scenario 5: keep-alive connections of the HTTP load client, and subscriber counts.
+const HTTP_CONCURRENCY: usize = 16;
+const SUBSCRIBERS: [usize; 3] = [0, 1, 1_000];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -238,6 +245,8 @@ struct Measured {
     http: Vec<f64>,
     rust_cpu_per_1k: f64,
     http_cpu_per_1k: f64,
+    /// Scenario 3: publish-to-last-receive latency of each isolated publish, in ms.
+    latency_ms: Vec<f64>,
 }
 
 impl Measured {
@@ -328,10 +337,41 @@ impl Session {
     }
 
     async fn arm(&mut self) -> Result<()> {
+        self.arm_n(BURST).await
+    }
+
+    async fn arm_n(&mut self, messages: usize) -> Result<()> {
         for load in &mut self.loads {
-            load.ask(&format!("arm {BURST}"), "armed").await?;
+            load.ask(&format!("arm {messages}"), "armed").await?;
         }
         Ok(())
+    }
+
+    /// Scenario 3: one envelope to every socket every 250 ms, `count` times after one to warm
+    /// up; the time from the publish (the server's clock before `Hub::send` or the baselines'
+    /// `try_send`s) to the last socket's receipt (the load clients' clock), in ms.
+    async fn latency(&mut self, count: usize) -> Result<Vec<f64>> {
+        let mut ticks = tokio::time::interval(Duration::from_millis(LATENCY_EVERY_MS));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut samples = Vec::with_capacity(count);
+        for i in 0..=count {
+            ticks.tick().await;
+            self.arm_n(1).await?;
+            let answer = self
+                .server
+                .ask(&format!("burst 1 {BYTES}"), "burst")
+                .await?;
+            let published: u128 = number(&answer, 1)?;
+            let delivered: usize = number(&answer, 3)?;
+            if delivered != self.connections {
+                return Err(format!("queued {delivered} of {}", self.connections).into());
+            }
+            let last = self.last_done().await?;
+            if i > 0 {
+                samples.push(last.saturating_sub(published) as f64 / 1e6);
+            }
+        }
+        Ok(samples)
     }
 
     /// The last `done` of the load clients, in unix ns.
@@ -427,6 +467,7 @@ async fn scenario(
     read_buffer: Option<usize>,
     connections: usize,
     reps: Option<usize>,
+    latency: Option<usize>,
 ) -> Result<Measured> {
     eprintln!("bench-run: {which} {read_buffer:?}, {connections} connections");
     let (mut session, mut measured) = Session::start(env, which, read_buffer, connections).await?;
@@ -448,12 +489,113 @@ async fn scenario(
                 measured.http_cpu_per_1k = cpu;
             }
             measured.rss_after_kib = number(&session.server.ask("rss", "rss").await?, 1)?;
+            if let Some(count) = latency {
+                measured.latency_ms = session.latency(count).await?;
+            }
         }
         Ok::<_, Error>(())
     }
     .await;
     session.stop().await;
     result.map(|()| measured)
+}
+
+/// One row of scenario 5.
+struct HttpRow {
+    route: &'static str,
+    subscribers: usize,
+    rps: f64,
+    ok: u64,
+    failed: u64,
+    /// Server CPU seconds per 1,000 answered requests.
+    cpu_per_1k: f64,
+}
+
+/// Scenario 5: `HTTP_CONCURRENCY` keep-alive connections (a `bench-load --http` process on
+/// core 1) POST for `seconds` to the no-op route and the publish endpoint in turn (twice each)
+/// with 0 subscribers, then to the publish endpoint with 1 and 1,000 subscribers and the no-op
+/// route again, all on one wshub server.
+async fn publish_endpoint(env: &mut Env, seconds: u64) -> Result<Vec<HttpRow>> {
+    eprintln!("bench-run: publish endpoint, {seconds} s per row");
+    let (mut session, _) = Session::start(env, "wshub", None, 0).await?;
+    let result = async {
+        let mut rows = Vec::new();
+        // No-op and publish alternate at 0 subscribers: the machine's speed drifts by tens of
+        // percent within a minute, so the ratio is taken between neighbouring runs.
+        let mut plan: Vec<(&'static str, usize)> = vec![
+            ("/noop", 0),
+            ("/api/publish", 0),
+            ("/noop", 0),
+            ("/api/publish", 0),
+        ];
+        plan.extend(SUBSCRIBERS[1..].iter().map(|&n| ("/api/publish", n)));
+        plan.push(("/noop", SUBSCRIBERS[SUBSCRIBERS.len() - 1]));
+        for (route, subscribers) in plan {
+            if subscribers > session.connections {
+                let more = subscribers - session.connections;
+                let mut command = env.command(1, "bench-load");
+                command.args([
+                    "--addr",
+                    &format!("127.0.0.1:{}", session.port),
+                    "--connections",
+                    &more.to_string(),
+                    "--hello",
+                ]);
+                let name = format!("subscribers +{more}");
+                let mut load = Proc::spawn(command, name)?;
+                load.expect("ready", Duration::from_secs(60)).await?;
+                session.loads.push(load);
+                session.connections = subscribers;
+                let count: usize = number(&session.server.ask("count", "count").await?, 1)?;
+                if count != subscribers {
+                    return Err(format!("server holds {count} of {subscribers}").into());
+                }
+            }
+            let pid = session.server.pid()?;
+            let cpu_before = cpu_seconds(pid).ok_or("no /proc stat")?;
+            let mut command = env.command(1, "bench-load");
+            command.args([
+                "--addr",
+                &format!("127.0.0.1:{}", session.port),
+                "--http",
+                route,
+                "--concurrency",
+                &HTTP_CONCURRENCY.to_string(),
+                "--seconds",
+                &seconds.to_string(),
+                "--bytes",
+                &BYTES.to_string(),
+                "--max-seconds",
+                &(seconds + 30).to_string(),
+            ]);
+            let mut client = Proc::spawn(command, format!("http {route}"))?;
+            let answer = client
+                .expect("rps", Duration::from_secs(seconds + 30))
+                .await;
+            client.stop().await;
+            let answer = answer?;
+            let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - cpu_before;
+            let ok: u64 = number(&answer, 2)?;
+            rows.push(HttpRow {
+                route,
+                subscribers,
+                rps: number(&answer, 1)?,
+                ok,
+                failed: number(&answer, 3)?,
+                cpu_per_1k: cpu / ok.max(1) as f64 * 1000.0,
+            });
+            // The subscribers must still all be there: a publish that closed one would show.
+            let count: usize = number(&session.server.ask("count", "count").await?, 1)?;
+            if count != session.connections {
+                return Err(format!("server holds {count} of {}", session.connections).into());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok::<_, Error>(rows)
+    }
+    .await;
+    session.stop().await;
+    result
 }
 
 async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16) -> Result<()> {
@@ -473,31 +615,40 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16) -> Result<()> 
         Mode::Quick => (2_000, 2_000),
         Mode::Full => (19_000, 10_000),
     };
+    // Scenario 3 runs in the burst session, after the bursts: publishes, and seconds per row of
+    // scenario 5.
+    let (latency_n, http_seconds) = match mode {
+        Mode::Quick => (20, 3),
+        Mode::Full => (60, 10),
+    };
     let mut idle = Vec::new();
     let mut burst = Vec::new();
     for which in IMPLS {
         if idle_c == burst_c {
             // Quick: one session serves both scenarios (idle RSS is read before any burst).
-            let m = scenario(&mut env, which, None, burst_c, Some(reps)).await?;
+            let m = scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
             idle.push((which.to_owned(), m));
         } else {
-            let m = scenario(&mut env, which, None, idle_c, None).await?;
+            let m = scenario(&mut env, which, None, idle_c, None, None).await?;
             idle.push((which.to_owned(), m));
-            let m = scenario(&mut env, which, None, burst_c, Some(reps)).await?;
+            let m = scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
             burst.push((which.to_owned(), m));
         }
     }
     for bytes in READ_BUFFERS {
-        let m = scenario(&mut env, "tungstenite", Some(bytes), idle_c, None).await?;
+        let m = scenario(&mut env, "tungstenite", Some(bytes), idle_c, None, None).await?;
         idle.push((format!("tungstenite, {bytes} B read buffer"), m));
     }
+    let http = publish_endpoint(&mut env, http_seconds).await?;
     // Quick mode measured both scenarios in the same sessions.
     let burst = if burst.is_empty() {
         &idle[..IMPLS.len()]
     } else {
         &burst[..]
     };
-    let section = report(mode, reps, taskset, started.elapsed(), &idle, burst);
+    let mut section = report(mode, reps, taskset, started.elapsed(), &idle, burst);
+    section.push_str(&report_latency(burst, LATENCY_EVERY_MS));
+    section.push_str(&report_http(&http, http_seconds));
     write_report(out, mode, &section)?;
     Ok(())
 }
@@ -510,6 +661,145 @@ fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
+}
+
+/// The nearest-rank percentile `p` (0-100) of `values`.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report_latency(burst: &[(String, Measured)], every_ms: u64) -> String {
+    let mut s = String::new();
+    let c = burst.first().map_or(0, |(_, m)| m.connections);
+    let n = burst.first().map_or(0, |(_, m)| m.latency_ms.len());
+    let _ = writeln!(
+        s,
+        "### Scenario 3: isolated broadcast latency, one envelope to {} sockets every {every_ms} ms\n",
+        grouped(c as u64)
+    );
+    let _ = writeln!(
+        s,
+        "Publish-to-last-receive latency = the load clients' clock when the last socket has the \
+         frame − the server's clock just before the publish (`Hub::send`; the baselines' \
+         `try_send` to every queue); both `CLOCK_REALTIME` on the same machine. {n} publishes after \
+         one to warm up, in the sessions of scenario 2; p99 is nearest-rank (under 100 samples, \
+         the largest). Target: wshub p50 and p99 ≤ 1.2 × tungstenite.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| implementation | p50 | p99 | min – max | p50 ratio ÷ tungstenite | p99 ratio ÷ tungstenite |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let base =
+        burst
+            .iter()
+            .find(|(w, _)| *w == "tungstenite")
+            .map_or((f64::NAN, f64::NAN), |(_, m)| {
+                (
+                    percentile(&m.latency_ms, 50.0),
+                    percentile(&m.latency_ms, 99.0),
+                )
+            });
+    for (which, m) in burst {
+        let (p50, p99) = (
+            percentile(&m.latency_ms, 50.0),
+            percentile(&m.latency_ms, 99.0),
+        );
+        let (lo, hi) = min_max(&m.latency_ms);
+        let _ = writeln!(
+            s,
+            "| {which} | **{p50:.2} ms** | **{p99:.2} ms** | {lo:.2} – {hi:.2} ms | {:.2} | {:.2} |",
+            p50 / base.0,
+            p99 / base.1,
+        );
+    }
+    s.push('\n');
+    if let Some((_, m)) = burst.iter().find(|(w, _)| *w == "wshub") {
+        let (p50, p99) = (
+            percentile(&m.latency_ms, 50.0),
+            percentile(&m.latency_ms, 99.0),
+        );
+        let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+        let _ = writeln!(
+            s,
+            "Target of issue 6 in this run: latency ≤ 1.2 × baseline: p50 {:.2}, {}; p99 {:.2}, {}.\n",
+            p50 / base.0,
+            verdict(p50 / base.0 <= 1.2),
+            p99 / base.1,
+            verdict(p99 / base.1 <= 1.2),
+        );
+    }
+    s
+}
+
+fn report_http(rows: &[HttpRow], seconds: u64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### Scenario 5: the publish endpoint, {HTTP_CONCURRENCY} keep-alive connections\n"
+    );
+    let _ = writeln!(
+        s,
+        "Requests per second answered 2xx, {seconds} s per row, by `bench-load --http` (one \
+         thread, {HTTP_CONCURRENCY} HTTP/1.1 keep-alive connections, each POSTing an envelope of \
+         {} bytes as soon as the previous answer is in) pinned to core 1, against one wshub \
+         `bench-server` on core 0: `POST /api/publish` (to group `bench`) with 0, 1 and 1,000 \
+         subscribers in the group, and the baseline, `POST /noop` on the same hyper server and \
+         service stack (reads the body, answers 200 `{{}}`). With 0 subscribers no-op and publish \
+         alternate (the machine's speed drifts between runs); the no-op route is measured again \
+         with 1,000 subscribers connected. The subscribers' load client shares core 1 with the \
+         HTTP client. Ratio ÷ the mean of the no-op rows at 0 subscribers. Target: publish with 0 \
+         subscribers ≥ 0.8 × no-op (sum of the publish rows ÷ sum of the no-op rows at 0).\n",
+        burst_envelope(0, BYTES).to_json().len()
+    );
+    let _ = writeln!(
+        s,
+        "| route | subscribers | requests/s | answered (failed) | ratio ÷ no-op | server CPU s per 1,000 requests |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let at_zero = |route: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r.route == route && r.subscribers == 0)
+            .map(|r| r.rps)
+            .collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let base = mean(&at_zero("/noop"));
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | **{}** | {} ({}) | {:.2} | {:.4} |",
+            r.route,
+            grouped(r.subscribers as u64),
+            grouped(r.rps as u64),
+            grouped(r.ok),
+            r.failed,
+            r.rps / base,
+            r.cpu_per_1k,
+        );
+    }
+    s.push('\n');
+    let publish = mean(&at_zero("/api/publish"));
+    if publish.is_finite() && base.is_finite() {
+        let _ = writeln!(
+            s,
+            "Target of issue 6 in this run: publish endpoint with 0 subscribers ≥ 0.8 × no-op: \
+             {:.2}, {}.\n",
+            publish / base,
+            if publish / base >= 0.8 {
+                "met"
+            } else {
+                "**not met**"
+            },
+        );
+    }
+    s
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {
@@ -722,7 +1012,7 @@ bounded queue of 1,024 per socket, a shared `Utf8Bytes` frame, batched writes of
 per flush, the same 4 KiB read and 8 KiB write buffers as wshub), and **raw**, the floor \
 (a hand-written handshake, then each envelope encoded once as a whole frame and written straight \
 to the TCP sockets). The load client (`bench-load`) does the handshake by hand and counts frames \
-without copying them; it answers pings. Scenarios 3 to 7 of the issue are not built yet.\n\n";
+without copying them; it answers pings. Scenarios 4, 6 and 7 of the issue are not built yet.\n\n";
 
 /// Writes the report, replacing this mode's section and keeping the other mode's.
 fn write_report(out: &Path, mode: Mode, section: &str) -> Result<()> {

@@ -19,7 +19,8 @@
 //! It exits by itself when stdin closes or after `--max-seconds` (default 900).
 //!
 //! - **wshub**: `Hub::builder().build()` wrapping a service that routes `POST /api/publish` to
-//!   `hub.publish_service().allow_anonymous()`; served with hyper-util's `auto::Builder`
+//!   `hub.publish_service().allow_anonymous()` and `/noop` to a route that reads the body and
+//!   answers 200 `{}` (the baseline of scenario 5); served with hyper-util's `auto::Builder`
 //!   (`serve_connection_with_upgrades`); clients join group `bench`; `burst` calls `Hub::send`.
 //! - **tungstenite**: baseline (a), a bare tokio-tungstenite fan-out server: `accept_async` with
 //!   the same read and write buffer sizes as wshub, one task and one bounded queue per socket
@@ -40,7 +41,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -265,7 +266,8 @@ type WshubService = wshub::HubService<
     >,
 >;
 
-/// The hub on `/ws`, the publish endpoint on `/api/publish`, 404 elsewhere.
+/// The hub on `/ws`, the publish endpoint on `/api/publish`, a no-op route on `/noop` (200 `{}`),
+/// 404 elsewhere.
 fn wshub_service(hub: &Hub) -> WshubService {
     let publish = hub.publish_service().allow_anonymous();
     let app = tower::service_fn(move |request: Request<RequestBody<Incoming>>| {
@@ -273,6 +275,16 @@ fn wshub_service(hub: &Hub) -> WshubService {
         async move {
             if request.uri().path() == "/api/publish" {
                 publish.call(request).await
+            } else if request.uri().path() == "/noop" {
+                // The baseline of scenario 5: the same hyper server, a route that reads the body
+                // and does nothing with it.
+                let _ = request.into_body().collect().await;
+                let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok(response)
             } else {
                 let mut response = Response::new(Full::default());
                 *response.status_mut() = StatusCode::NOT_FOUND;
