@@ -5,27 +5,16 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  ChatServer, WAIT, expectThat, joinChat, launchBrowser, lineTexts, say, seeLine, seePeople,
+  WAIT, expectThat, joinChat, lineTexts, say, seeLine, seePeople,
+  startChat, stopChat,
 } from "./harness.mjs";
 
 let server;
 let browser;
 let base;
 
-before(async () => {
-  server = new ChatServer();
-  base = await server.start(0);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  try {
-    await server?.stop();
-  } finally {
-    server?.kill();
-  }
-});
+before(async () => ({ server, base, browser } = await startChat()));
+after(() => stopChat(server, browser));
 
 /** `n` separate visitors (browser contexts: own cookies and storage), closed after the test. */
 async function visitors(t, n, options = {}) {

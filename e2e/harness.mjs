@@ -289,3 +289,21 @@ export async function seePeople(page, names, what = "") {
 export function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+/** Starts the chat example on a free port and a browser: `{ server, base, browser }`. */
+export async function startChat() {
+  const server = new ChatServer();
+  const base = await server.start(0);
+  const browser = await launchBrowser();
+  return { server, base, browser };
+}
+
+/** Closes the browser and stops the server (killing it if it does not stop by itself). */
+export async function stopChat(server, browser) {
+  await browser?.close();
+  try {
+    await server?.stop();
+  } finally {
+    server?.kill();
+  }
+}

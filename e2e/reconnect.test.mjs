@@ -6,27 +6,16 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  ChatServer, WAIT, expectThat, joinChat, launchBrowser, lineTexts, say, seeLine, seePeople, waitOnline,
+  WAIT, expectThat, joinChat, lineTexts, say, seeLine, seePeople, waitOnline,
+  startChat, stopChat,
 } from "./harness.mjs";
 
 let server;
 let browser;
 let base;
 
-before(async () => {
-  server = new ChatServer();
-  base = await server.start(0);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  try {
-    await server?.stop();
-  } finally {
-    server?.kill();
-  }
-});
+before(async () => ({ server, base, browser } = await startChat()));
+after(() => stopChat(server, browser));
 
 async function bannerShown(page, who) {
   await expectThat(`the reconnect banner on ${who}'s page`, page, () =>

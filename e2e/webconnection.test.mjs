@@ -7,27 +7,16 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  ChatServer, WAIT, expectThat, joinChat, launchBrowser, newPage, say, seeLine, seePeople,
+  WAIT, expectThat, joinChat, newPage, say, seeLine, seePeople,
+  startChat, stopChat,
 } from "./harness.mjs";
 
 let server;
 let browser;
 let base;
 
-before(async () => {
-  server = new ChatServer();
-  base = await server.start(0);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  try {
-    await server?.stop();
-  } finally {
-    server?.kill();
-  }
-});
+before(async () => ({ server, base, browser } = await startChat()));
+after(() => stopChat(server, browser));
 
 async function seeLogLine(page, text, what) {
   await expectThat(what, page, () =>
