@@ -66,8 +66,12 @@ impl Mailbox {
             return Err(Refused::Full);
         }
         state.frames.push_back(frame);
+        // The task waits only after finding the queue empty: a frame behind others needs no wake.
+        let first = state.frames.len() == 1;
         drop(state);
-        self.waker.wake();
+        if first {
+            self.waker.wake();
+        }
         Ok(())
     }
 
