@@ -14,11 +14,13 @@
 //! The ratio is what the hub adds on top of the bare queue pushes. Only the synchronous routing
 //! call is timed; the sockets' writes happen on other tasks.
 
+#[path = "../tests/common/accept.rs"]
+mod accept;
+
 use std::time::{Duration, Instant};
 
+use accept::serve_upgrades;
 use futures_util::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -90,19 +92,7 @@ async fn hub(envelope: &Envelope) -> Duration {
     }));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let server = tokio::spawn(async move { serve_upgrades(listener, service).await });
 
     let mut readers = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {

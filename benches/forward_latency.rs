@@ -18,13 +18,15 @@
 //! first. The whole run is repeated with 1,000 idle extra connections open, so the figure is not
 //! for an empty hub. `forward - relay` is what the forward costs.
 
+#[path = "../tests/common/accept.rs"]
+mod accept;
+
 use std::time::{Duration, Instant};
 
+use accept::serve_upgrades;
 use axum::routing::post;
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio_tungstenite::tungstenite::Message;
@@ -81,19 +83,7 @@ async fn run(server: &Runtime) {
         .expect("bind task")
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
-    let accept = server.spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let accept = server.spawn(async move { serve_upgrades(listener, service).await });
     let url = format!("ws://{addr}/ws");
 
     let (mut ws, id) = connect(&url).await;

@@ -26,15 +26,17 @@
 //! Traffic stays on 127.0.0.1 and the whole run is stopped after [`DEADLINE`] whatever it is
 //! doing.
 
+#[path = "../tests/common/accept.rs"]
+mod accept;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use accept::serve_upgrades;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
@@ -193,19 +195,7 @@ impl Fixture {
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(service.clone());
-                tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = tokio::spawn(async move { serve_upgrades(listener, service).await });
 
         let drain = Arc::new(Drain::default());
         let mut readers = Vec::with_capacity(size);

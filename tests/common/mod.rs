@@ -3,6 +3,9 @@
 //! send. Every wait is bounded by [`WAIT`] and fails with a message saying what did not happen.
 #![allow(dead_code, unreachable_pub)]
 
+mod accept;
+pub use accept::serve_upgrades;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,8 +14,6 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{HeaderName, HeaderValue};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,19 +88,7 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(service.clone());
-                tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = tokio::spawn(async move { serve_upgrades(listener, service).await });
         Self { addr, hub, server }
     }
 
