@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use wshub::{Envelope, Recipient};
 
+pub mod client;
+
 /// The group every benchmark connection is in (`/ws?groupId=bench`).
 pub const GROUP: &str = "bench";
 /// Per-socket read buffer of both tungstenite servers; the same as wshub's `READ_BUFFER`
@@ -100,6 +102,45 @@ pub fn burst_envelope(seq: usize, bytes: usize) -> Envelope {
     make(bytes.saturating_sub(base))
 }
 
+/// A connection's path from a template: `{g}` becomes its group (`index / group_size`), `{u}` its
+/// user (`index % users`) and `{i}` its index, so that several load processes can split one
+/// population (`--first`).
+pub fn expand_path(template: &str, index: usize, group_size: usize, users: usize) -> String {
+    template
+        .replace("{g}", &(index / group_size.max(1)).to_string())
+        .replace("{u}", &(index % users.max(1)).to_string())
+        .replace("{i}", &index.to_string())
+}
+
+/// The message text of a time-stamped envelope: `@NS@` (the unix ns it was due) padded with `x`
+/// to `pad` characters; the receiver reads the stamp back with [`read_stamp`].
+pub fn stamp(due_ns: u128, pad: usize) -> String {
+    let mut text = format!("@{due_ns}@");
+    let len = text.len();
+    text.extend(std::iter::repeat_n('x', pad.saturating_sub(len)));
+    text
+}
+
+/// The stamp in a received payload (the first `@NS@`), if any.
+pub fn read_stamp(payload: &[u8]) -> Option<u128> {
+    let start = payload.iter().position(|&b| b == b'@')? + 1;
+    let len = payload[start..].iter().position(|&b| b == b'@')?;
+    std::str::from_utf8(&payload[start..start + len])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Nearest-rank percentile `p` (0-100) of `values`, which it sorts; NaN when empty.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
 /// The header of an unmasked server text frame with a payload of `len` bytes.
 pub fn text_frame_header(len: usize) -> Vec<u8> {
     let mut header = vec![0x81];
@@ -165,6 +206,27 @@ mod tests {
     fn frame_headers() {
         assert_eq!(text_frame_header(5), [0x81, 5]);
         assert_eq!(text_frame_header(300), [0x81, 126, 1, 44]);
+    }
+
+    #[test]
+    fn paths_and_stamps() {
+        assert_eq!(
+            expand_path("/ws?groupId=g{g}&userId=u{u}", 250, 100, 1000),
+            "/ws?groupId=g2&userId=u250"
+        );
+        let text = stamp(1_700_000_000_123_456_789, 40);
+        assert_eq!(text.len(), 40);
+        let json = format!("{{\"message\":\"{text}\"}}");
+        assert_eq!(read_stamp(json.as_bytes()), Some(1_700_000_000_123_456_789));
+        assert_eq!(read_stamp(b"no stamp"), None);
+    }
+
+    #[test]
+    fn nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 50.0), 50.0);
+        assert_eq!(percentile(&mut v, 99.0), 99.0);
+        assert_eq!(percentile(&mut [3.0], 99.0), 3.0);
     }
 
     #[test]

@@ -1,23 +1,36 @@
-//! The driver of the benchmark suite (issue 6, first slice): for each scenario, starts the
-//! server (`bench-server`, pinned with `taskset -c 0`) and the load clients (`bench-load`, pinned
-//! with `taskset -c 1`), runs wshub and both baselines in the same run, and writes
-//! `docs/benchmarks-suite.md`. Scenarios built: 1 (idle capacity), 2 (burst broadcast), 3
-//! (isolated broadcast latency, in the sessions of scenario 2) and 5 (the publish endpoint against
-//! a no-op route of the same server, with `bench-load --http` as the client).
+//! The driver of the benchmark suite of issue 6: for each scenario, starts the server
+//! (`bench-server`, pinned with `taskset -c 0`) and the load clients (`bench-load`, pinned with
+//! `taskset -c 1`), runs wshub and the baselines in the same run, and writes the generated
+//! sections of `docs/benchmarks.md`:
+//!
+//! - scenarios 1 (idle capacity), 2 (burst broadcast) and 3 (isolated broadcast latency, in the
+//!   sessions of scenario 2), here;
+//! - the read speed of large client messages per read buffer, [`read_speed`];
+//! - scenario 4 (groups and users under an open-loop rate), [`groups`];
+//! - scenario 5 (the publish endpoint against a no-op route of the same server), here;
+//! - scenario 6 (relay and forward round trips), [`roundtrip`];
+//! - scenario 7 (clients that stop reading; connection churn), [`abuse`].
 //!
 //! ```text
-//! cargo run --release -p wshub-bench --bin bench-run -- --quick    # under two minutes
-//! cargo run --release -p wshub-bench --bin bench-run -- --full
+//! cargo run --release -p wshub-bench --bin bench-run -- --quick    # about two minutes
+//! cargo run --release -p wshub-bench --bin bench-run -- --full     # about eight
 //! ```
 //!
-//! Options: `--reps N` (bursts measured per implementation and publish path; default 15 quick, 7
-//! full),
-//! `--out PATH` (default docs/benchmarks-suite.md of the workspace), `--port-base P` (default
-//! 20000; every server gets the next free port below 32768).
+//! Options: `--reps N` (bursts measured per implementation and publish path; default 9 quick, 7
+//! full), `--out PATH` (default docs/benchmarks.md of the workspace), `--port-base P` (default
+//! 20000; every server gets the next free port below 32768), `--only 1,read,4,5,6,7` (some
+//! scenarios only, for working on one; `1` is scenarios 1-3), `--profile FILE` (no report: a
+//! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`).
 //!
 //! The report keeps one section per mode: a quick run replaces the quick section and keeps the
-//! full one, and the other way round. Every child is killed when the driver ends, however it ends
-//! (and each child also exits by itself when its stdin closes or after `--max-seconds`).
+//! full one, and the other way round; the hand-written notes after them are kept. Every child is
+//! killed when the driver ends, however it ends (and each child also exits by itself when its
+//! stdin closes or after `--max-seconds`).
+
+mod abuse;
+mod groups;
+mod read_speed;
+mod roundtrip;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,9 +89,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let reps = args.parsed("--reps", if mode == Mode::Quick { 15 } else { 7 });
+    let reps = args.parsed("--reps", if mode == Mode::Quick { 9 } else { 7 });
     let out = args.value("--out").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks-suite.md"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md"),
         PathBuf::from,
     );
     let port_base: u16 = args.parsed("--port-base", 20_000);
@@ -87,7 +100,11 @@ fn main() {
         .build()
         .expect("runtime");
     let started = Instant::now();
-    match runtime.block_on(run(mode, reps, &out, port_base)) {
+    let plan = Plan {
+        only: args.value("--only").map(str::to_owned),
+        profile: args.value("--profile").map(PathBuf::from),
+    };
+    match runtime.block_on(run(mode, reps, &out, port_base, plan)) {
         Ok(()) => eprintln!(
             "bench-run: {} mode done in {:.0} s; wrote {}",
             mode.name(),
@@ -128,6 +145,9 @@ struct Env {
     bins: PathBuf,
     taskset: bool,
     next_port: u16,
+    /// `--profile FILE`: where `perf record` writes the wshub server's profile during the
+    /// bursts from Rust.
+    perf: Option<PathBuf>,
 }
 
 impl Env {
@@ -186,8 +206,20 @@ impl Proc {
     }
 
     async fn send(&mut self, line: &str) -> Result<()> {
-        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
-        self.stdin.flush().await?;
+        let sent = async {
+            self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+            self.stdin.flush().await
+        };
+        if let Err(e) = sent.await {
+            // It has exited: what it said last tells why.
+            let mut last = Vec::new();
+            while let Ok(Ok(Some(line))) =
+                tokio::time::timeout(Duration::from_millis(200), self.lines.next_line()).await
+            {
+                last.push(line);
+            }
+            return Err(format!("{}: {e}; its last words: {}", self.name, last.join(" | ")).into());
+        }
         Ok(())
     }
 
@@ -271,6 +303,7 @@ impl Session {
         which: &str,
         read_buffer: Option<usize>,
         connections: usize,
+        load_args: &[&str],
     ) -> Result<(Self, Measured)> {
         let port = env.port()?;
         let mut command = env.command(0, "bench-server");
@@ -299,6 +332,12 @@ impl Session {
                 // Its first message is `__connected`.
                 command.arg("--hello");
             }
+            let first = (0..i)
+                .map(|j| connections / processes + usize::from(j < connections % processes))
+                .sum::<usize>();
+            command
+                .args(["--first", &first.to_string()])
+                .args(load_args);
             loads.push(Proc::spawn(command, format!("load {i} ({which})"))?);
         }
         for load in &mut loads {
@@ -470,10 +509,19 @@ async fn scenario(
     latency: Option<usize>,
 ) -> Result<Measured> {
     eprintln!("bench-run: {which} {read_buffer:?}, {connections} connections");
-    let (mut session, mut measured) = Session::start(env, which, read_buffer, connections).await?;
+    let (mut session, mut measured) =
+        Session::start(env, which, read_buffer, connections, &[]).await?;
     let result = async {
         if let Some(reps) = reps {
+            let perf = match &env.perf {
+                Some(file) if which == "wshub" => Some(profile(file, session.server.pid()?)?),
+                _ => None,
+            };
             let (rates, cpu) = measure(&mut session, reps, |s| Box::pin(s.burst_rust())).await?;
+            if let Some(mut perf) = perf {
+                // It stops by itself when its `sleep` ends.
+                perf.wait().await?;
+            }
             measured.rust = rates;
             measured.rust_cpu_per_1k = cpu;
             if which == "wshub" {
@@ -500,6 +548,22 @@ async fn scenario(
     result.map(|()| measured)
 }
 
+/// `perf record` of process `pid` with call graphs, for as long as the bursts of one session
+/// take (about 0.3 s each).
+fn profile(file: &Path, pid: u32) -> Result<Child> {
+    let child = Command::new("perf")
+        .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(file)
+        .args(["--", "sleep", "6"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("perf (Debian's linux-perf) is needed for --profile: {e}"))?;
+    Ok(child)
+}
+
 /// One row of scenario 5.
 struct HttpRow {
     route: &'static str,
@@ -517,7 +581,7 @@ struct HttpRow {
 /// route again, all on one wshub server.
 async fn publish_endpoint(env: &mut Env, seconds: u64) -> Result<Vec<HttpRow>> {
     eprintln!("bench-run: publish endpoint, {seconds} s per row");
-    let (mut session, _) = Session::start(env, "wshub", None, 0).await?;
+    let (mut session, _) = Session::start(env, "wshub", None, 0, &[]).await?;
     let result = async {
         let mut rows = Vec::new();
         // No-op and publish alternate at 0 subscribers: the machine's speed drifts by tens of
@@ -598,7 +662,21 @@ async fn publish_endpoint(env: &mut Env, seconds: u64) -> Result<Vec<HttpRow>> {
     result
 }
 
-async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16) -> Result<()> {
+/// What to run: every scenario, or those listed with `--only` (for working on one).
+struct Plan {
+    only: Option<String>,
+    profile: Option<PathBuf>,
+}
+
+impl Plan {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|s| s.trim() == scenario))
+    }
+}
+
+async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) -> Result<()> {
     let bins = binaries()?;
     let taskset = std::process::Command::new("taskset")
         .args(["-c", "0", "true"])
@@ -608,48 +686,105 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16) -> Result<()> 
         bins,
         taskset,
         next_port: port_base,
+        perf: plan.profile.clone(),
     };
     let started = Instant::now();
-    // (connections for scenario 1, for scenario 2)
-    let (idle_c, burst_c) = match mode {
-        Mode::Quick => (2_000, 2_000),
-        Mode::Full => (19_000, 10_000),
+    let full = mode == Mode::Full;
+    // (connections for scenario 1, for scenarios 2 and 7)
+    let (idle_c, burst_c) = if full {
+        (19_000, 10_000)
+    } else {
+        (2_000, 2_000)
     };
-    // Scenario 3 runs in the burst session, after the bursts: publishes, and seconds per row of
+    // Scenario 3 runs in the burst session, after the bursts: publishes; seconds per row of
     // scenario 5.
-    let (latency_n, http_seconds) = match mode {
-        Mode::Quick => (20, 3),
-        Mode::Full => (60, 10),
+    let (latency_n, http_seconds) = if full { (60, 10) } else { (20, 2) };
+    let upload_messages = if full { 2_000 } else { 500 };
+    // Scenario 4: connections and seconds per step.
+    let (groups_c, step_seconds) = if full { (10_000, 3.0) } else { (2_000, 1.0) };
+    // Scenario 6: connections, round trips a second in all, seconds.
+    let (trip_c, trip_rate, trip_seconds) = if full {
+        (1_000, 1_000.0, 15.0)
+    } else {
+        (1_000, 1_000.0, 3.0)
     };
+    // Scenario 7: bursts with non-readers; churn rate and seconds.
+    let (stall_bursts, churn_rate, churn_seconds) = if full {
+        (100, 1_000.0, 60.0)
+    } else {
+        (70, 1_000.0, 5.0)
+    };
+
+    if env.perf.is_some() {
+        // Only the profile: wshub's bursts, no report.
+        scenario(&mut env, "wshub", None, burst_c, Some(reps), None).await?;
+        return Ok(());
+    }
+    let mut section = String::new();
     let mut idle = Vec::new();
     let mut burst = Vec::new();
-    for which in IMPLS {
-        if idle_c == burst_c {
-            // Quick: one session serves both scenarios (idle RSS is read before any burst).
-            let m = scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
-            idle.push((which.to_owned(), m));
-        } else {
-            let m = scenario(&mut env, which, None, idle_c, None, None).await?;
-            idle.push((which.to_owned(), m));
-            let m = scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
-            burst.push((which.to_owned(), m));
+    if plan.wants("1") {
+        for which in IMPLS {
+            if idle_c == burst_c {
+                // Quick: one session serves both scenarios (idle RSS is read before any burst).
+                let m =
+                    scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
+                idle.push((which.to_owned(), m));
+            } else {
+                let m = scenario(&mut env, which, None, idle_c, None, None).await?;
+                idle.push((which.to_owned(), m));
+                let m =
+                    scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
+                burst.push((which.to_owned(), m));
+            }
+        }
+        for bytes in READ_BUFFERS {
+            let m = scenario(&mut env, "tungstenite", Some(bytes), idle_c, None, None).await?;
+            idle.push((format!("tungstenite, {bytes} B read buffer"), m));
         }
     }
-    for bytes in READ_BUFFERS {
-        let m = scenario(&mut env, "tungstenite", Some(bytes), idle_c, None, None).await?;
-        idle.push((format!("tungstenite, {bytes} B read buffer"), m));
-    }
-    let http = publish_endpoint(&mut env, http_seconds).await?;
-    // Quick mode measured both scenarios in the same sessions.
-    let burst = if burst.is_empty() {
+    // Quick mode measured scenarios 1 and 2 in the same sessions.
+    let burst: &[(String, Measured)] = if burst.is_empty() && idle.len() >= IMPLS.len() {
         &idle[..IMPLS.len()]
     } else {
-        &burst[..]
+        &burst
     };
-    let mut section = report(mode, reps, taskset, started.elapsed(), &idle, burst);
-    section.push_str(&report_latency(burst, LATENCY_EVERY_MS));
-    section.push_str(&report_http(&http, http_seconds));
-    write_report(out, mode, &section)?;
+    if plan.wants("1") {
+        section.push_str(&report(reps, &idle, burst));
+        section.push_str(&report_latency(burst, LATENCY_EVERY_MS));
+    }
+    if plan.wants("read") {
+        let uploads = read_speed::run(&mut env, upload_messages, &READ_BUFFERS).await?;
+        section.push_str(&read_speed::report(&uploads, &idle, upload_messages));
+    }
+    if plan.wants("4") {
+        let mut ladders = Vec::new();
+        for which in ["wshub", "tungstenite"] {
+            ladders.push(groups::run(&mut env, which, groups_c, step_seconds).await?);
+        }
+        section.push_str(&groups::report(&ladders, step_seconds));
+    }
+    if plan.wants("5") {
+        let http = publish_endpoint(&mut env, http_seconds).await?;
+        section.push_str(&report_http(&http, http_seconds));
+    }
+    if plan.wants("6") {
+        let trips = roundtrip::run(&mut env, trip_c, trip_rate, trip_seconds).await?;
+        section.push_str(&roundtrip::report(&trips, trip_c, trip_rate, trip_seconds));
+    }
+    if plan.wants("7") {
+        let mut stalled = Vec::new();
+        let mut churns = Vec::new();
+        for which in ["wshub", "tungstenite"] {
+            stalled.push(abuse::stalled(&mut env, which, burst_c, stall_bursts).await?);
+        }
+        for which in ["wshub", "tungstenite"] {
+            churns.push(abuse::churn(&mut env, which, churn_rate, churn_seconds).await?);
+        }
+        section.push_str(&abuse::report(&stalled, burst, &churns));
+    }
+    let head = report_head(mode, taskset, started.elapsed());
+    write_report(out, mode, &format!("{head}{section}"))?;
     Ok(())
 }
 
@@ -866,14 +1001,7 @@ fn today() -> String {
         .unwrap_or_default()
 }
 
-fn report(
-    mode: Mode,
-    reps: usize,
-    taskset: bool,
-    took: Duration,
-    idle: &[(String, Measured)],
-    burst: &[(String, Measured)],
-) -> String {
+fn report_head(mode: Mode, taskset: bool, took: Duration) -> String {
     let mut s = String::new();
     let name = mode.name();
     let _ = writeln!(s, "## {name} mode\n");
@@ -891,7 +1019,11 @@ fn report(
         },
         if taskset { "to core 1" } else { "not pinned" },
     );
+    s
+}
 
+fn report(reps: usize, idle: &[(String, Measured)], burst: &[(String, Measured)]) -> String {
+    let mut s = String::new();
     let base_idle = idle
         .iter()
         .find(|(w, _)| *w == "tungstenite")
@@ -1004,15 +1136,24 @@ fn report(
     s
 }
 
-const HEAD: &str = "# Benchmark suite (issue 6, first slice)\n\n\
-Generated by `bench-run` (crate `bench/`, package `wshub-bench`); do not edit the sections by hand. \
+const HEAD: &str = "# Benchmarks\n\n\
+The load suite of issue 6 and what it found. The mode sections below are generated by `bench-run` \
+(crate `bench/`, package `wshub-bench`; do not edit them by hand):\n\n\
+```text\n\
+cargo run --release -p wshub-bench --bin bench-run -- --quick   # about two minutes; .ci/run runs it as a smoke check\n\
+cargo run --release -p wshub-bench --bin bench-run -- --full    # the issue's figures\n\
+```\n\n\
 wshub is measured against two baselines built from the same dependencies, in the same run, with \
 the same load client: **tungstenite**, a bare tokio-tungstenite fan-out server (one task and one \
 bounded queue of 1,024 per socket, a shared `Utf8Bytes` frame, batched writes of up to 64 frames \
-per flush, the same 4 KiB read and 8 KiB write buffers as wshub), and **raw**, the floor \
-(a hand-written handshake, then each envelope encoded once as a whole frame and written straight \
-to the TCP sockets). The load client (`bench-load`) does the handshake by hand and counts frames \
-without copying them; it answers pings. Scenarios 4, 6 and 7 of the issue are not built yet.\n\n";
+per flush, a 4 KiB read buffer; it echoes small text messages, and routes by group and user with \
+a map of queues for scenario 4), and **raw**, the floor (a hand-written handshake, then each \
+envelope encoded once as a whole frame and written straight to the TCP sockets). The load client \
+(`bench-load`, one thread per process, at most 10,000 sockets per process) does the handshake by \
+hand and counts frames without copying them; it answers pings. Ratios are taken within one run: \
+the machine is shared and its speed drifts between runs. The hand-written notes after the \
+generated sections say what the figures mean, what was changed to reach them, the profiles and \
+the micro-benchmarks (`cargo bench`).\n\n";
 
 /// Writes the report, replacing this mode's section and keeping the other mode's.
 fn write_report(out: &Path, mode: Mode, section: &str) -> Result<()> {

@@ -1,0 +1,258 @@
+//! Scenario 7: under abuse. 1% of the clients stop reading during burst broadcasts; and
+//! connections opened and closed at a fixed rate.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use wshub_bench::cpu_seconds;
+
+use crate::{
+    grouped, median, min_max, number, rate, Env, Measured, Proc, Result, Session, BURST, BYTES,
+};
+
+/// One connection in this many stops reading.
+const STALL_EVERY: usize = 100;
+
+pub struct Stalled {
+    which: String,
+    connections: usize,
+    readers: usize,
+    rates: Vec<f64>,
+    rss_idle_kib: u64,
+    rss_max_kib: u64,
+    rss_end_kib: u64,
+    /// Connections the server still holds after the bursts.
+    held_after: usize,
+}
+
+pub async fn stalled(
+    env: &mut Env,
+    which: &str,
+    connections: usize,
+    bursts: usize,
+) -> Result<Stalled> {
+    eprintln!(
+        "bench-run: scenario 7, {which}, {connections} connections, 1 in {STALL_EVERY} not reading"
+    );
+    let every = STALL_EVERY.to_string();
+    let (mut session, measured) =
+        Session::start(env, which, None, connections, &["--stall-every", &every]).await?;
+    let readers = connections - connections / STALL_EVERY;
+    let result = async {
+        burst(&mut session, readers).await?;
+        let mut rates = Vec::with_capacity(bursts);
+        let mut rss_max = measured.rss_idle_kib;
+        for i in 0..bursts {
+            rates.push(burst(&mut session, readers).await?);
+            if i % 10 == 9 {
+                rss_max = rss_max.max(number(&session.server.ask("rss", "rss").await?, 1)?);
+            }
+        }
+        let rss_end: u64 = number(&session.server.ask("rss", "rss").await?, 1)?;
+        let held_after: usize = number(&session.server.ask("count", "count").await?, 1)?;
+        Ok::<_, crate::Error>(Stalled {
+            which: which.to_owned(),
+            connections,
+            readers,
+            rates,
+            rss_idle_kib: measured.rss_idle_kib,
+            rss_max_kib: rss_max.max(rss_end),
+            rss_end_kib: rss_end,
+            held_after,
+        })
+    }
+    .await;
+    session.stop().await;
+    result
+}
+
+/// One burst from Rust; deliveries per second to the connections that read. Sends to the
+/// stalled ones may be refused once their queues are full.
+async fn burst(session: &mut Session, readers: usize) -> Result<f64> {
+    session.arm().await?;
+    let answer = session
+        .server
+        .ask(&format!("burst {BURST} {BYTES}"), "burst")
+        .await?;
+    let started: u128 = number(&answer, 1)?;
+    let last = session.last_done().await?;
+    Ok(rate(readers, started, last))
+}
+
+pub struct Churn {
+    which: String,
+    rate: f64,
+    seconds: f64,
+    ok: u64,
+    failed: u64,
+    rss_start_kib: u64,
+    rss_warm_kib: u64,
+    rss_max_kib: u64,
+    rss_end_kib: u64,
+    held_after: usize,
+    cpu_per_1k: f64,
+}
+
+pub async fn churn(env: &mut Env, which: &str, per_second: f64, seconds: f64) -> Result<Churn> {
+    eprintln!("bench-run: scenario 7, {which}, churn of {per_second}/s for {seconds} s");
+    let (mut session, measured) = Session::start(env, which, None, 0, &[]).await?;
+    let result = run_churn(env, &mut session, which, per_second, seconds, measured).await;
+    session.stop().await;
+    result
+}
+
+async fn run_churn(
+    env: &Env,
+    session: &mut Session,
+    which: &str,
+    per_second: f64,
+    seconds: f64,
+    measured: Measured,
+) -> Result<Churn> {
+    let mut command = env.command(1, "bench-load");
+    command.args([
+        "--addr",
+        &format!("127.0.0.1:{}", session.port),
+        "--churn",
+        &per_second.to_string(),
+        "--seconds",
+        &seconds.to_string(),
+        "--path",
+        "/ws?groupId=churn&userId=u{i}",
+    ]);
+    if which == "wshub" {
+        command.arg("--hello");
+    }
+    let pid = session.server.pid()?;
+    let cpu_before = cpu_seconds(pid).ok_or("no /proc stat")?;
+    let mut load = Proc::spawn(command, format!("churn {which}"))?;
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    let (mut rss_warm, mut rss_max) = (None, measured.rss_before_kib);
+    let deadline = Duration::from_secs_f64(seconds + 40.0);
+    let answer = loop {
+        tokio::select! {
+            answer = load.expect("churn", deadline) => break answer,
+            _ = ticks.tick() => {
+                let rss: u64 = number(&session.server.ask("rss", "rss").await?, 1)?;
+                rss_max = rss_max.max(rss);
+                if rss_warm.is_none() && started.elapsed() >= Duration::from_secs(2) {
+                    rss_warm = Some(rss);
+                }
+            }
+        }
+    };
+    load.stop().await;
+    let answer = answer?;
+    let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - cpu_before;
+    // Every connection must be gone from the server.
+    let gone_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut held_after;
+    loop {
+        held_after = number(&session.server.ask("count", "count").await?, 1)?;
+        if held_after == 0 || tokio::time::Instant::now() > gone_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_end: u64 = number(&session.server.ask("rss", "rss").await?, 1)?;
+    let ok: u64 = number(&answer, 1)?;
+    Ok(Churn {
+        which: which.to_owned(),
+        rate: per_second,
+        seconds,
+        ok,
+        failed: number(&answer, 2)?,
+        rss_start_kib: measured.rss_before_kib,
+        rss_warm_kib: rss_warm.unwrap_or(rss_end),
+        rss_max_kib: rss_max.max(rss_end),
+        rss_end_kib: rss_end,
+        held_after,
+        cpu_per_1k: cpu / ok.max(1) as f64 * 1000.0,
+    })
+}
+
+pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn]) -> String {
+    let mut s = String::new();
+    let Some(first) = stalled.first() else {
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "### Scenario 7: under abuse\n\n**Clients that stop reading.** Scenario 2's bursts ({BURST} \
+         envelopes of about {BYTES} bytes, from Rust) to {} sockets, of which 1 in {STALL_EVERY} \
+         stops reading once connected (a 4 KiB receive buffer, never read): {} bursts after one to \
+         warm up. Deliveries per second count the {} reading connections only, against the same \
+         implementation's clean run of scenario 2 in this run. RSS is the server's, sampled every \
+         10 bursts.\n",
+        grouped(first.connections as u64),
+        first.rates.len(),
+        grouped(first.readers as u64),
+    );
+    let _ = writeln!(
+        s,
+        "| implementation | deliveries/s to readers (median) | min – max | ratio ÷ own clean run | RSS idle | RSS peak | RSS after | peak − idle per stalled connection | connections held after |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for st in stalled {
+        let med = median(&st.rates);
+        let (lo, hi) = min_max(&st.rates);
+        let clean_rate = clean
+            .iter()
+            .find(|(w, _)| *w == st.which)
+            .map_or(f64::NAN, |(_, m)| median(&m.rust));
+        let stalled_n = (st.connections - st.readers).max(1);
+        let _ = writeln!(
+            s,
+            "| {} | **{}** | {} – {} | **{:.2}** | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} KiB | {} |",
+            st.which,
+            grouped(med as u64),
+            grouped(lo as u64),
+            grouped(hi as u64),
+            med / clean_rate,
+            st.rss_idle_kib as f64 / 1024.0,
+            st.rss_max_kib as f64 / 1024.0,
+            st.rss_end_kib as f64 / 1024.0,
+            (st.rss_max_kib as f64 - st.rss_idle_kib as f64) / stalled_n as f64,
+            grouped(st.held_after as u64),
+        );
+    }
+    s.push('\n');
+    if let Some(c) = churns.first() {
+        let _ = writeln!(
+            s,
+            "**Connection churn.** {} connections a second opened and closed for {:.0} s (open \
+             loop, `bench-load --churn`): each completes the handshake (and, on wshub, receives \
+             `__connected`), sends a close frame and waits for the server to close. RSS of the \
+             server: at the start (nothing connected yet), after 2 s of churn, the peak, and 1 s \
+             after the last connection closed. Target: the end within 10% of the start.\n",
+            grouped(c.rate as u64),
+            c.seconds,
+        );
+        let _ = writeln!(
+            s,
+            "| implementation | connections churned | failed | RSS start | RSS after 2 s | RSS peak | RSS end | end ÷ start | end ÷ after 2 s | held after | server CPU s per 1,000 connections |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for c in churns {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | **{:.2}** | {:.2} | {} | {:.4} |",
+                c.which,
+                grouped(c.ok),
+                c.failed,
+                c.rss_start_kib as f64 / 1024.0,
+                c.rss_warm_kib as f64 / 1024.0,
+                c.rss_max_kib as f64 / 1024.0,
+                c.rss_end_kib as f64 / 1024.0,
+                c.rss_end_kib as f64 / c.rss_start_kib as f64,
+                c.rss_end_kib as f64 / c.rss_warm_kib as f64,
+                c.held_after,
+                c.cpu_per_1k,
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
