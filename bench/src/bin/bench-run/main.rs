@@ -265,7 +265,7 @@ fn number<T: std::str::FromStr>(words: &[String], at: usize) -> Result<T> {
 }
 
 /// What one implementation measured at one connection count.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Measured {
     connections: usize,
     connect_ms: u64,
@@ -386,31 +386,22 @@ impl Session {
         Ok(())
     }
 
-    /// Scenario 3: one envelope to every socket every 250 ms, `count` times after one to warm
-    /// up; the time from the publish (the server's clock before `Hub::send` or the baselines'
-    /// `try_send`s) to the last socket's receipt (the load clients' clock), in ms.
-    async fn latency(&mut self, count: usize) -> Result<Vec<f64>> {
-        let mut ticks = tokio::time::interval(Duration::from_millis(LATENCY_EVERY_MS));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut samples = Vec::with_capacity(count);
-        for i in 0..=count {
-            ticks.tick().await;
-            self.arm_n(1).await?;
-            let answer = self
-                .server
-                .ask(&format!("burst 1 {BYTES}"), "burst")
-                .await?;
-            let published: u128 = number(&answer, 1)?;
-            let delivered: usize = number(&answer, 3)?;
-            if delivered != self.connections {
-                return Err(format!("queued {delivered} of {}", self.connections).into());
-            }
-            let last = self.last_done().await?;
-            if i > 0 {
-                samples.push(last.saturating_sub(published) as f64 / 1e6);
-            }
+    /// Scenario 3: one envelope to every socket; the time from the publish (the server's clock
+    /// before `Hub::send` or the baselines' `try_send`s) to the last socket's receipt (the load
+    /// clients' clock), in ms.
+    async fn latency_once(&mut self) -> Result<f64> {
+        self.arm_n(1).await?;
+        let answer = self
+            .server
+            .ask(&format!("burst 1 {BYTES}"), "burst")
+            .await?;
+        let published: u128 = number(&answer, 1)?;
+        let delivered: usize = number(&answer, 3)?;
+        if delivered != self.connections {
+            return Err(format!("queued {delivered} of {}", self.connections).into());
         }
-        Ok(samples)
+        let last = self.last_done().await?;
+        Ok(last.saturating_sub(published) as f64 / 1e6)
     }
 
     /// The last `done` of the load clients, in unix ns.
@@ -480,88 +471,136 @@ fn rate(connections: usize, started: u128, last: u128) -> f64 {
     (BURST * connections) as f64 / seconds.max(1e-9)
 }
 
-/// Runs `bursts` bursts after one to warm up; their rates and the server CPU seconds per 1,000
-/// deliveries over them.
-async fn measure<F>(session: &mut Session, reps: usize, mut burst: F) -> Result<(Vec<f64>, f64)>
-where
-    F: for<'a> FnMut(&'a mut Session) -> futures_util::future::BoxFuture<'a, Result<f64>>,
-{
-    burst(session).await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let pid = session.server.pid()?;
-    let cpu_before = cpu_seconds(pid).ok_or("no /proc stat")?;
-    let mut rates = Vec::new();
-    for _ in 0..reps {
-        rates.push(burst(session).await?);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - cpu_before;
-    let deliveries = (reps * BURST * session.connections) as f64;
-    Ok((rates, cpu / deliveries * 1000.0))
-}
-
-async fn scenario(
+/// Scenario 1's idle measurement alone (a session that only connects).
+async fn idle(
     env: &mut Env,
     which: &str,
     read_buffer: Option<usize>,
     connections: usize,
-    reps: Option<usize>,
-    latency: Option<usize>,
 ) -> Result<Measured> {
-    eprintln!("bench-run: {which} {read_buffer:?}, {connections} connections");
-    let (mut session, mut measured) =
-        Session::start(env, which, read_buffer, connections, &[]).await?;
-    let result = async {
-        if let Some(reps) = reps {
-            let perf = match &env.perf {
-                Some(file) if which == "wshub" => Some(profile(file, session.server.pid()?)?),
-                _ => None,
-            };
-            let (rates, cpu) = measure(&mut session, reps, |s| Box::pin(s.burst_rust())).await?;
-            if let Some(mut perf) = perf {
-                // It stops by itself when its `sleep` ends.
-                perf.wait().await?;
-            }
-            measured.rust = rates;
-            measured.rust_cpu_per_1k = cpu;
-            if which == "wshub" {
-                let stream = TcpStream::connect(("127.0.0.1", session.port)).await?;
-                let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-                let connection = tokio::spawn(connection);
-                session.publisher = Some(sender);
-                let (rates, cpu) =
-                    measure(&mut session, reps, |s| Box::pin(s.burst_http())).await?;
-                session.publisher = None;
-                connection.abort();
-                measured.http = rates;
-                measured.http_cpu_per_1k = cpu;
-            }
-            measured.rss_after_kib = number(&session.server.ask("rss", "rss").await?, 1)?;
-            if let Some(count) = latency {
-                measured.latency_ms = session.latency(count).await?;
+    eprintln!("bench-run: {which} {read_buffer:?}, {connections} idle connections");
+    let (session, measured) = Session::start(env, which, read_buffer, connections, &[]).await?;
+    session.stop().await;
+    Ok(measured)
+}
+
+/// Scenarios 2 and 3 with every implementation's server up at once (all pinned to core 0, their
+/// load clients to core 1): the implementations take turns burst by burst, so the machine's
+/// drift, which moves absolute rates by tens of percent within a minute, falls on all of them
+/// alike. `reps` bursts each from Rust after one to warm up, then wshub's bursts through HTTP,
+/// then `latency` isolated publishes each, in turns every 250 ms.
+async fn bursts(
+    env: &mut Env,
+    connections: usize,
+    reps: usize,
+    latency: usize,
+) -> Result<Vec<(String, Measured)>> {
+    let mut sessions = Vec::new();
+    for which in IMPLS {
+        eprintln!("bench-run: {which}, {connections} connections for bursts");
+        match Session::start(env, which, None, connections, &[]).await {
+            Ok((session, measured)) => sessions.push((which.to_owned(), session, measured)),
+            Err(e) => {
+                for (_, session, _) in sessions {
+                    session.stop().await;
+                }
+                return Err(e);
             }
         }
-        Ok::<_, Error>(())
     }
-    .await;
-    session.stop().await;
+    let result = take_turns(&mut sessions, reps, latency).await;
+    let mut measured = Vec::new();
+    for (which, session, m) in sessions {
+        session.stop().await;
+        measured.push((which, m));
+    }
     result.map(|()| measured)
 }
 
-/// `perf record` of process `pid` with call graphs, for as long as the bursts of one session
-/// take (about 0.3 s each).
+async fn take_turns(
+    sessions: &mut [(String, Session, Measured)],
+    reps: usize,
+    latency: usize,
+) -> Result<()> {
+    let pause = Duration::from_millis(100);
+    for (_, session, _) in sessions.iter_mut() {
+        session.burst_rust().await?;
+        tokio::time::sleep(pause).await;
+    }
+    let mut cpu_before = Vec::new();
+    for (_, session, _) in sessions.iter() {
+        cpu_before.push(cpu_seconds(session.server.pid()?).ok_or("no /proc stat")?);
+    }
+    for _ in 0..reps {
+        for (_, session, m) in sessions.iter_mut() {
+            m.rust.push(session.burst_rust().await?);
+            tokio::time::sleep(pause).await;
+        }
+    }
+    for ((_, session, m), before) in sessions.iter_mut().zip(cpu_before) {
+        let cpu = cpu_seconds(session.server.pid()?).ok_or("no /proc stat")? - before;
+        m.rust_cpu_per_1k = cpu / (reps * BURST * session.connections) as f64 * 1000.0;
+    }
+    for (which, session, m) in sessions.iter_mut() {
+        if which != "wshub" {
+            continue;
+        }
+        let stream = TcpStream::connect(("127.0.0.1", session.port)).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        let connection = tokio::spawn(connection);
+        session.publisher = Some(sender);
+        session.burst_http().await?;
+        let pid = session.server.pid()?;
+        let before = cpu_seconds(pid).ok_or("no /proc stat")?;
+        for _ in 0..reps {
+            m.http.push(session.burst_http().await?);
+            tokio::time::sleep(pause).await;
+        }
+        let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - before;
+        m.http_cpu_per_1k = cpu / (reps * BURST * session.connections) as f64 * 1000.0;
+        session.publisher = None;
+        connection.abort();
+    }
+    for (_, session, m) in sessions.iter_mut() {
+        m.rss_after_kib = number(&session.server.ask("rss", "rss").await?, 1)?;
+    }
+    let mut ticks = tokio::time::interval(Duration::from_millis(LATENCY_EVERY_MS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..=latency {
+        for (_, session, m) in sessions.iter_mut() {
+            ticks.tick().await;
+            let sample = session.latency_once().await?;
+            // The first of each is a warm-up.
+            if i > 0 {
+                m.latency_ms.push(sample);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `perf record` of process `pid` with call graphs, until [`stop_profile`].
 fn profile(file: &Path, pid: u32) -> Result<Child> {
     let child = Command::new("perf")
         .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
         .arg(pid.to_string())
         .arg("-o")
         .arg(file)
-        .args(["--", "sleep", "6"])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("perf (Debian's linux-perf) is needed for --profile: {e}"))?;
     Ok(child)
+}
+
+/// Stops `perf record` the way it expects (SIGINT), so that it writes its file out.
+async fn stop_profile(mut perf: Child) -> Result<()> {
+    let pid = perf.id().ok_or("perf exited early")?;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()?;
+    perf.wait().await?;
+    Ok(())
 }
 
 /// One row of scenario 5.
@@ -715,43 +754,44 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
         (70, 1_000.0, 5.0)
     };
 
-    if env.perf.is_some() {
+    if let Some(file) = env.perf.clone() {
         // Only the profile: wshub's bursts, no report.
-        scenario(&mut env, "wshub", None, burst_c, Some(reps), None).await?;
-        return Ok(());
+        let (mut session, _) = Session::start(&mut env, "wshub", None, burst_c, &[]).await?;
+        let result = async {
+            session.burst_rust().await?;
+            let perf = profile(&file, session.server.pid()?)?;
+            for _ in 0..reps * 2 {
+                session.burst_rust().await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stop_profile(perf).await
+        }
+        .await;
+        session.stop().await;
+        return result;
     }
     let mut section = String::new();
     let mut idle = Vec::new();
     let mut burst = Vec::new();
     if plan.wants("1") {
-        for which in IMPLS {
-            if idle_c == burst_c {
-                // Quick: one session serves both scenarios (idle RSS is read before any burst).
-                let m =
-                    scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
-                idle.push((which.to_owned(), m));
-            } else {
-                let m = scenario(&mut env, which, None, idle_c, None, None).await?;
-                idle.push((which.to_owned(), m));
-                let m =
-                    scenario(&mut env, which, None, burst_c, Some(reps), Some(latency_n)).await?;
-                burst.push((which.to_owned(), m));
+        burst = bursts(&mut env, burst_c, reps, latency_n).await?;
+        if idle_c == burst_c {
+            // Quick: the burst sessions' idle RSS was read before any burst.
+            idle.extend(burst.iter().cloned());
+        } else {
+            for which in IMPLS {
+                idle.push((
+                    which.to_owned(),
+                    self::idle(&mut env, which, None, idle_c).await?,
+                ));
             }
         }
         for bytes in READ_BUFFERS {
-            let m = scenario(&mut env, "tungstenite", Some(bytes), idle_c, None, None).await?;
+            let m = self::idle(&mut env, "tungstenite", Some(bytes), idle_c).await?;
             idle.push((format!("tungstenite, {bytes} B read buffer"), m));
         }
-    }
-    // Quick mode measured scenarios 1 and 2 in the same sessions.
-    let burst: &[(String, Measured)] = if burst.is_empty() && idle.len() >= IMPLS.len() {
-        &idle[..IMPLS.len()]
-    } else {
-        &burst
-    };
-    if plan.wants("1") {
-        section.push_str(&report(reps, &idle, burst));
-        section.push_str(&report_latency(burst, LATENCY_EVERY_MS));
+        section.push_str(&report(reps, &idle, &burst));
+        section.push_str(&report_latency(&burst, LATENCY_EVERY_MS));
     }
     if plan.wants("read") {
         let uploads = read_speed::run(&mut env, upload_messages, &READ_BUFFERS).await?;
@@ -781,7 +821,7 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
         for which in ["wshub", "tungstenite"] {
             churns.push(abuse::churn(&mut env, which, churn_rate, churn_seconds).await?);
         }
-        section.push_str(&abuse::report(&stalled, burst, &churns));
+        section.push_str(&abuse::report(&stalled, &burst, &churns));
     }
     let head = report_head(mode, taskset, started.elapsed());
     write_report(out, mode, &format!("{head}{section}"))?;
@@ -823,7 +863,8 @@ fn report_latency(burst: &[(String, Measured)], every_ms: u64) -> String {
         "Publish-to-last-receive latency = the load clients' clock when the last socket has the \
          frame − the server's clock just before the publish (`Hub::send`; the baselines' \
          `try_send` to every queue); both `CLOCK_REALTIME` on the same machine. {n} publishes after \
-         one to warm up, in the sessions of scenario 2; p99 is nearest-rank (under 100 samples, \
+         one to warm up each, in the sessions of scenario 2, the servers taking turns (one publish \
+         every {every_ms} ms in all); p99 is nearest-rank (under 100 samples, \
          the largest). Target: wshub p50 and p99 ≤ 1.2 × tungstenite.\n"
     );
     let _ = writeln!(
@@ -1072,7 +1113,9 @@ fn report(reps: usize, idle: &[(String, Measured)], burst: &[(String, Measured)]
     let _ = writeln!(
         s,
         "Deliveries per second = {BURST} × connections ÷ (time from the publish to the last frame \
-         received by the load clients); median of {reps} bursts after one to warm up. From Rust: \
+         received by the load clients); median of {reps} bursts after one to warm up. The three \
+         servers are up at once (each with its own load clients) and take turns burst by burst, so \
+         that the machine's drift falls on all of them alike. From Rust: \
          the server's control command (`Hub::send` per envelope; the baselines' `try_send` to every \
          queue). HTTP: {BURST} `POST /api/publish` in a row on one keep-alive connection from the \
          driver. Target: wshub ≥ 0.9 × tungstenite.\n"
