@@ -110,7 +110,13 @@ async fn main() -> io::Result<()> {
         let stream = tokio::select! {
             () = &mut signal => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    // Small frames go out at once, not after the previous one's ACK (Nagle).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY not set: {e}");
+                    }
+                    stream
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!("accept failed: {e}");

@@ -240,7 +240,12 @@ async fn accept(listener: TcpListener, server: Arc<Server>) {
     };
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                // What a real-time server wants: a small frame goes out now, not after the
+                // client's delayed ACK of the previous one (Nagle: up to 40 ms on Linux).
+                let _ = stream.set_nodelay(true);
+                stream
+            }
             Err(e) => {
                 eprintln!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
