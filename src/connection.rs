@@ -209,9 +209,13 @@ impl Session {
                         Delivery::Frame(frame) => frame,
                     };
                     let written = tokio::select! {
+                        // The write first: one that finishes at once (the usual case) never
+                        // touches the close signal, and a close asked for meanwhile is the next
+                        // thing `mailbox.next()` returns. One that blocks on a client that does
+                        // not read is cut short by a close request.
                         biased;
-                        code = mailbox.closing() => return Some(code),
                         r = timeout(self.idle_timeout, write_batch(ws, mailbox, first)) => r,
+                        code = mailbox.closing() => return Some(code),
                     };
                     match written {
                         Ok(Ok(())) => {}

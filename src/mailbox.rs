@@ -106,17 +106,23 @@ impl Mailbox {
     /// The next thing to do: a close request comes before any frame still queued.
     pub(crate) async fn next(&self) -> Delivery {
         poll_fn(|cx| {
-            // Registered before looking, so a frame offered in between wakes us.
+            // The waker is registered only when there is nothing to do: the task is woken for a
+            // frame and finds it without another round of atomics on the waker.
+            if let Some(delivery) = self.ready() {
+                return Poll::Ready(delivery);
+            }
+            // Registered before looking again, so a frame offered in between wakes us.
             self.waker.register(cx.waker());
-            if let Some(code) = self.closing_code() {
-                return Poll::Ready(Delivery::Close(code));
-            }
-            match self.take() {
-                Some(frame) => Poll::Ready(Delivery::Frame(frame)),
-                None => Poll::Pending,
-            }
+            self.ready().map_or(Poll::Pending, Poll::Ready)
         })
         .await
+    }
+
+    fn ready(&self) -> Option<Delivery> {
+        match self.closing_code() {
+            Some(code) => Some(Delivery::Close(code)),
+            None => self.take().map(Delivery::Frame),
+        }
     }
 
     /// A queued frame, if there is one and no close was asked for.
@@ -130,6 +136,9 @@ impl Mailbox {
     /// Resolves with the code once a close is asked for.
     pub(crate) async fn closing(&self) -> u16 {
         poll_fn(|cx| {
+            if let Some(code) = self.closing_code() {
+                return Poll::Ready(code);
+            }
             self.waker.register(cx.waker());
             self.closing_code().map_or(Poll::Pending, Poll::Ready)
         })

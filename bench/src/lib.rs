@@ -29,12 +29,22 @@ pub fn unix_ns() -> u128 {
 
 /// This process's resident set in KiB (`VmRSS` of /proc/self/status).
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// The anonymous part of this process's resident set in KiB (`RssAnon`): its heap and stacks,
+/// without the pages of the executable that running code has paged in.
+pub fn rss_anon_kib() -> u64 {
+    status_kib("RssAnon:")
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })

@@ -85,18 +85,26 @@ pub struct Churn {
     seconds: f64,
     ok: u64,
     failed: u64,
-    rss_start_kib: u64,
-    rss_warm_kib: u64,
+    /// VmRSS and RssAnon (heap and stacks, without the executable's pages) at the start, after
+    /// 2 s of churn and at the end; the VmRSS peak.
+    rss_start: (u64, u64),
+    rss_warm: (u64, u64),
+    rss_end: (u64, u64),
     rss_max_kib: u64,
-    rss_end_kib: u64,
     held_after: usize,
     cpu_per_1k: f64,
 }
 
+/// The server's VmRSS and RssAnon, in KiB.
+async fn rss(session: &mut Session) -> Result<(u64, u64)> {
+    let answer = session.server.ask("rss", "rss").await?;
+    Ok((number(&answer, 1)?, number(&answer, 2)?))
+}
+
 pub async fn churn(env: &mut Env, which: &str, per_second: f64, seconds: f64) -> Result<Churn> {
     eprintln!("bench-run: scenario 7, {which}, churn of {per_second}/s for {seconds} s");
-    let (mut session, measured) = Session::start(env, which, None, 0, &[]).await?;
-    let result = run_churn(env, &mut session, which, per_second, seconds, measured).await;
+    let (mut session, _) = Session::start(env, which, None, 0, &[]).await?;
+    let result = run_churn(env, &mut session, which, per_second, seconds).await;
     session.stop().await;
     result
 }
@@ -107,8 +115,8 @@ async fn run_churn(
     which: &str,
     per_second: f64,
     seconds: f64,
-    measured: Measured,
 ) -> Result<Churn> {
+    let rss_start = rss(session).await?;
     let mut command = env.command(1, "bench-load");
     command.args([
         "--addr",
@@ -128,14 +136,14 @@ async fn run_churn(
     let mut load = Proc::spawn(command, format!("churn {which}"))?;
     let started = tokio::time::Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_millis(500));
-    let (mut rss_warm, mut rss_max) = (None, measured.rss_before_kib);
+    let (mut rss_warm, mut rss_max) = (None, rss_start.0);
     let deadline = Duration::from_secs_f64(seconds + 40.0);
     let answer = loop {
         tokio::select! {
             answer = load.expect("churn", deadline) => break answer,
             _ = ticks.tick() => {
-                let rss: u64 = number(&session.server.ask("rss", "rss").await?, 1)?;
-                rss_max = rss_max.max(rss);
+                let rss = rss(session).await?;
+                rss_max = rss_max.max(rss.0);
                 if rss_warm.is_none() && started.elapsed() >= Duration::from_secs(2) {
                     rss_warm = Some(rss);
                 }
@@ -156,7 +164,7 @@ async fn run_churn(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_end: u64 = number(&session.server.ask("rss", "rss").await?, 1)?;
+    let rss_end = rss(session).await?;
     let ok: u64 = number(&answer, 1)?;
     Ok(Churn {
         which: which.to_owned(),
@@ -164,10 +172,10 @@ async fn run_churn(
         seconds,
         ok,
         failed: number(&answer, 2)?,
-        rss_start_kib: measured.rss_before_kib,
-        rss_warm_kib: rss_warm.unwrap_or(rss_end),
-        rss_max_kib: rss_max.max(rss_end),
-        rss_end_kib: rss_end,
+        rss_start,
+        rss_warm: rss_warm.unwrap_or(rss_end),
+        rss_end,
+        rss_max_kib: rss_max.max(rss_end.0),
         held_after,
         cpu_per_1k: cpu / ok.max(1) as f64 * 1000.0,
     })
@@ -183,29 +191,29 @@ pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn
         "### Scenario 7: under abuse\n\n**Clients that stop reading.** Scenario 2's bursts ({BURST} \
          envelopes of about {BYTES} bytes, from Rust) to {} sockets, of which 1 in {STALL_EVERY} \
          stops reading once connected (a 4 KiB receive buffer, never read): {} bursts after one to \
-         warm up. Deliveries per second count the {} reading connections only, against the same \
-         implementation's clean run of scenario 2 in this run. RSS is the server's, sampled every \
-         10 bursts.\n",
+         warm up, {} frames to each socket that stopped. Deliveries per second count the {} \
+         reading connections only, against the same implementation's clean run of scenario 2 in \
+         this run. RSS is the server's, sampled every 10 bursts; the clean run's RSS after its \
+         bursts is the comparison (both have grown their write buffers once).\n",
         grouped(first.connections as u64),
         first.rates.len(),
+        grouped(((first.rates.len() + 1) * BURST) as u64),
         grouped(first.readers as u64),
     );
     let _ = writeln!(
         s,
-        "| implementation | deliveries/s to readers (median) | min – max | ratio ÷ own clean run | RSS idle | RSS peak | RSS after | peak − idle per stalled connection | connections held after |"
+        "| implementation | deliveries/s to readers (median) | min – max | ratio ÷ own clean run | RSS idle | RSS peak | RSS after | RSS after ÷ clean run's after its bursts | connections held after |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for st in stalled {
         let med = median(&st.rates);
         let (lo, hi) = min_max(&st.rates);
-        let clean_rate = clean
-            .iter()
-            .find(|(w, _)| *w == st.which)
-            .map_or(f64::NAN, |(_, m)| median(&m.rust));
-        let stalled_n = (st.connections - st.readers).max(1);
+        let clean = clean.iter().find(|(w, _)| *w == st.which).map(|(_, m)| m);
+        let clean_rate = clean.map_or(f64::NAN, |m| median(&m.rust));
+        let clean_rss = clean.map_or(f64::NAN, |m| m.rss_after_kib as f64);
         let _ = writeln!(
             s,
-            "| {} | **{}** | {} – {} | **{:.2}** | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} KiB | {} |",
+            "| {} | **{}** | {} – {} | **{:.2}** | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} | {} |",
             st.which,
             grouped(med as u64),
             grouped(lo as u64),
@@ -214,7 +222,7 @@ pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn
             st.rss_idle_kib as f64 / 1024.0,
             st.rss_max_kib as f64 / 1024.0,
             st.rss_end_kib as f64 / 1024.0,
-            (st.rss_max_kib as f64 - st.rss_idle_kib as f64) / stalled_n as f64,
+            st.rss_end_kib as f64 / clean_rss,
             grouped(st.held_after as u64),
         );
     }
@@ -226,28 +234,35 @@ pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn
              loop, `bench-load --churn`): each completes the handshake (and, on wshub, receives \
              `__connected`), sends a close frame and waits for the server to close. RSS of the \
              server: at the start (nothing connected yet), after 2 s of churn, the peak, and 1 s \
-             after the last connection closed. Target: the end within 10% of the start.\n",
+             after the last connection closed; the heap is the anonymous part of it (RssAnon: \
+             without the pages of the executable, which grow as code runs for the first time). \
+             Target: the end within 10% of the start.\n",
             grouped(c.rate as u64),
             c.seconds,
         );
         let _ = writeln!(
             s,
-            "| implementation | connections churned | failed | RSS start | RSS after 2 s | RSS peak | RSS end | end ÷ start | end ÷ after 2 s | held after | server CPU s per 1,000 connections |"
+            "| implementation | connections churned | failed | RSS start → after 2 s → end (peak) | end ÷ start | end ÷ after 2 s | heap (RssAnon) start → after 2 s → end | heap end ÷ after 2 s | held after | server CPU s per 1,000 connections |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let mib = |kib: u64| kib as f64 / 1024.0;
         for c in churns {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | **{:.2}** | {:.2} | {} | {:.4} |",
+                "| {} | {} | {} | {:.1} → {:.1} → {:.1} MiB ({:.1}) | **{:.2}** | **{:.2}** | {} → {} → {} KiB | {:.2} | {} | {:.4} |",
                 c.which,
                 grouped(c.ok),
                 c.failed,
-                c.rss_start_kib as f64 / 1024.0,
-                c.rss_warm_kib as f64 / 1024.0,
-                c.rss_max_kib as f64 / 1024.0,
-                c.rss_end_kib as f64 / 1024.0,
-                c.rss_end_kib as f64 / c.rss_start_kib as f64,
-                c.rss_end_kib as f64 / c.rss_warm_kib as f64,
+                mib(c.rss_start.0),
+                mib(c.rss_warm.0),
+                mib(c.rss_end.0),
+                mib(c.rss_max_kib),
+                c.rss_end.0 as f64 / c.rss_start.0 as f64,
+                c.rss_end.0 as f64 / c.rss_warm.0 as f64,
+                grouped(c.rss_start.1),
+                grouped(c.rss_warm.1),
+                grouped(c.rss_end.1),
+                c.rss_end.1 as f64 / c.rss_warm.1 as f64,
                 c.held_after,
                 c.cpu_per_1k,
             );

@@ -61,7 +61,7 @@ pub struct Ladder {
 }
 
 impl Ladder {
-    /// The highest rate held before the first that was not.
+    /// The highest rate held below the lowest that was not (steps are in rate order).
     fn held(&self) -> Option<f64> {
         self.steps
             .iter()
@@ -102,12 +102,23 @@ pub async fn run(env: &mut Env, which: &str, connections: usize, seconds: f64) -
             );
             let held = step.held();
             steps.push(step);
+            tokio::time::sleep(Duration::from_millis(300)).await;
             if !held {
                 break;
             }
             rate = (rate * STEP).round();
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        // One more step halfway (geometrically) between the last rate held and the first not.
+        if let [.., held, failed] = steps.as_slice() {
+            if held.held() && failed.failure.is_none() {
+                let middle = (held.rate * failed.rate).sqrt().round();
+                let step = step(&mut session, middle, seconds, groups, users)
+                    .await
+                    .unwrap_or_else(|e| Step::failed(middle, e.to_string()));
+                steps.push(step);
+            }
+        }
+        steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         Ok::<_, crate::Error>(steps)
     }
     .await;
@@ -195,7 +206,8 @@ pub fn report(ladders: &[Ladder], seconds: f64) -> String {
          `k ÷ rate` and is sent as soon as it is due, however late the ones before it were, and \
          carries its due time. Latency = arrival at the load client − due time, over every \
          delivery. The rate starts at {FIRST_RATE:.0}/s and grows by {STEP}× until p99 passes \
-         {HELD_P99_MS:.0} ms or a delivery is missing. The baseline routes by group and user \
+         {HELD_P99_MS:.0} ms or a delivery is missing, then tries once halfway between the last \
+         rate held and the first not. The baseline routes by group and user \
          with a map of queues per group and per user.\n"
     );
     let _ = writeln!(
@@ -248,7 +260,7 @@ pub fn report(ladders: &[Ladder], seconds: f64) -> String {
     };
     let _ = writeln!(
         s,
-        "Highest rate held (p99 ≤ {HELD_P99_MS:.0} ms, nothing missing): wshub {}, tungstenite {}; ratio {ratio} (the ladder's steps are {STEP}× apart).\n",
+        "Highest rate held (p99 ≤ {HELD_P99_MS:.0} ms, nothing missing): wshub {}, tungstenite {}; ratio {ratio}.\n",
         fmt(w),
         fmt(t),
     );

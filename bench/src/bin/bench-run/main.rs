@@ -104,12 +104,13 @@ fn main() {
         only: args.value("--only").map(str::to_owned),
         profile: args.value("--profile").map(PathBuf::from),
     };
+    let profile = plan.profile.clone();
     match runtime.block_on(run(mode, reps, &out, port_base, plan)) {
         Ok(()) => eprintln!(
             "bench-run: {} mode done in {:.0} s; wrote {}",
             mode.name(),
             started.elapsed().as_secs_f64(),
-            out.display()
+            profile.as_deref().unwrap_or(&out).display()
         ),
         Err(e) => {
             eprintln!("bench-run: {e}");

@@ -8,7 +8,7 @@
 //!
 //! | command | answer |
 //! |---|---|
-//! | `rss` | `rss KIB`: VmRSS of this process |
+//! | `rss` | `rss KIB ANON_KIB`: VmRSS and RssAnon of this process |
 //! | `count` | `count N`: sockets open past the handshake |
 //! | `burst N BYTES` | broadcasts N envelopes of about BYTES to every socket; `burst T0 T1 DELIVERED` (unix ns before the first and after the last send) |
 //! | `openloop RATE SECONDS GROUPS USERS` | scenario 4: for SECONDS, RATE envelopes a second, each sent when it is due and stamped with that time, alternately to group `g{k % GROUPS}` and user `u{k % USERS}`; `openloop SENT DELIVERED LATE_MS` (the latest any send started after it was due) |
@@ -51,8 +51,8 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wshub::{Envelope, Hub, Recipient};
 use wshub_bench::{
-    burst_envelope, raise_nofile_limit, rss_kib, stamp, text_frame_header, unix_ns, Args,
-    READ_BUFFER,
+    burst_envelope, raise_nofile_limit, rss_anon_kib, rss_kib, stamp, text_frame_header, unix_ns,
+    Args, READ_BUFFER,
 };
 
 use registry::{Registry, Target};
@@ -116,7 +116,7 @@ async fn run(server: Server, port: u16) -> io::Result<()> {
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["rss"] => println!("rss {}", rss_kib()),
+            ["rss"] => println!("rss {} {}", rss_kib(), rss_anon_kib()),
             ["count"] => println!("count {}", server.count()),
             ["burst", n, bytes] => {
                 let (Ok(n), Ok(bytes)) = (n.parse::<usize>(), bytes.parse::<usize>()) else {
