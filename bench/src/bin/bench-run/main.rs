@@ -20,7 +20,8 @@
 //! full), `--out PATH` (default docs/benchmarks.md of the workspace), `--port-base P` (default
 //! 20000; every server gets the next free port below 32768), `--only 1,read,4,5,6,7` (some
 //! scenarios only, for working on one; `1` is scenarios 1-3), `--profile FILE` (no report: a
-//! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`).
+//! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`;
+//! `--profile-impl tungstenite` records a baseline instead).
 //!
 //! The report keeps one section per mode: a quick run replaces the quick section and keeps the
 //! full one, and the other way round; the hand-written notes after them are kept. Every child is
@@ -103,6 +104,7 @@ fn main() {
     let plan = Plan {
         only: args.value("--only").map(str::to_owned),
         profile: args.value("--profile").map(PathBuf::from),
+        profile_impl: args.value("--profile-impl").map(str::to_owned),
     };
     let profile = plan.profile.clone();
     match runtime.block_on(run(mode, reps, &out, port_base, plan)) {
@@ -731,6 +733,8 @@ async fn publish_endpoint(env: &mut Env, seconds: u64) -> Result<Vec<HttpRow>> {
 struct Plan {
     only: Option<String>,
     profile: Option<PathBuf>,
+    /// `--profile-impl`: which server `--profile` records (wshub unless told).
+    profile_impl: Option<String>,
 }
 
 impl Plan {
@@ -782,7 +786,8 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
 
     if let Some(file) = env.perf.clone() {
         // Only the profile: wshub's bursts, no report.
-        let (mut session, _) = Session::start(&mut env, "wshub", None, burst_c, &[]).await?;
+        let which = plan.profile_impl.as_deref().unwrap_or("wshub");
+        let (mut session, _) = Session::start(&mut env, which, None, burst_c, &[]).await?;
         let result = async {
             session.burst_rust().await?;
             let perf = profile(&file, session.server.pid()?)?;
