@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use wshub_bench::cpu_seconds;
 
-use crate::{
-    grouped, median, min_max, number, rate, Env, Measured, Proc, Result, Session, BURST, BYTES,
-};
+use crate::procs::{number, Env, Proc};
+use crate::report::{grouped, median, min_max};
+use crate::session::{rate, Measured, Session};
+use crate::{Result, BURST, BYTES};
 
 /// One connection in this many stops reading.
 const STALL_EVERY: usize = 100;

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use wshub_bench::cpu_seconds;
 
-use crate::{grouped, number, Env, Result, Session};
+use crate::procs::{number, Env};
+use crate::report::grouped;
+use crate::session::Session;
+use crate::Result;
 
 /// Connections per group, and connections per user.
 const GROUP_SIZE: usize = 100;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use wshub_bench::cpu_seconds;
 
-use crate::{median, min_max, number, Env, Measured, Proc, Result, Session};
+use crate::procs::{number, Env, Proc};
+use crate::report::{median, min_max};
+use crate::session::{Measured, Session};
+use crate::Result;
 
 /// Bytes of each uploaded envelope (under wshub's default `max_message_size` of 64 KiB).
 const MESSAGE: usize = 60_000;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use wshub_bench::cpu_seconds;
 
-use crate::{grouped, number, Env, Proc, Result, Session};
+use crate::procs::{number, Env, Proc};
+use crate::report::grouped;
+use crate::session::Session;
+use crate::Result;
 
 pub struct Trip {
     which: &'static str,
