@@ -161,7 +161,7 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     };
     // Scenario 3 runs in the burst session, after the bursts: publishes; seconds per row of
     // scenario 5.
-    let (latency_n, http_seconds) = if full { (60, 10) } else { (20, 2) };
+    let (latency_n, http_seconds) = if full { (60, 10) } else { (10, 1) };
     let upload_messages = if full { 2_000 } else { 500 };
     // Scenario 4: connections and seconds per step.
     let (groups_c, step_seconds) = if full { (10_000, 3.0) } else { (2_000, 1.0) };
@@ -169,13 +169,13 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     let (trip_c, trip_rate, trip_seconds) = if full {
         (1_000, 1_000.0, 15.0)
     } else {
-        (1_000, 1_000.0, 3.0)
+        (1_000, 1_000.0, 2.0)
     };
     // Scenario 7: bursts with non-readers; churn rate and seconds.
     let (stall_bursts, churn_rate, churn_seconds) = if full {
         (100, 1_000.0, 60.0)
     } else {
-        (70, 1_000.0, 5.0)
+        (40, 1_000.0, 4.0)
     };
 
     if let Some(file) = env.perf.clone() {
