@@ -210,6 +210,53 @@ mod tests {
         assert!(matches!(delivery, Delivery::Frame(f) if f == "x"));
     }
 
+    /// The reader registers its waker only when it finds nothing: a producer on another thread
+    /// racing with it must never leave a frame unseen (a lost wake-up hangs the reader).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_wake_up_is_lost_between_a_producer_and_a_reader_on_two_threads() {
+        const FRAMES: usize = 100_000;
+        let mailbox = std::sync::Arc::new(Mailbox::new(FRAMES));
+        let (read_all, all_read) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn({
+            let mailbox = std::sync::Arc::clone(&mailbox);
+            async move {
+                for n in 0..FRAMES {
+                    match mailbox.next().await {
+                        Delivery::Frame(f) => assert_eq!(f.as_str(), n.to_string()),
+                        Delivery::Close(code) => panic!("closed with {code}"),
+                    }
+                }
+                let _ = read_all.send(());
+                // Waiting again, now for the close alone.
+                mailbox.closing().await
+            }
+        });
+        let producer = std::thread::spawn({
+            let mailbox = std::sync::Arc::clone(&mailbox);
+            move || {
+                for n in 0..FRAMES {
+                    mailbox.offer(n.to_string().into()).unwrap();
+                    if n % 3 == 0 {
+                        // Lets the reader drain and go back to waiting now and then.
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        });
+        let within = std::time::Duration::from_secs(10);
+        tokio::time::timeout(within, all_read)
+            .await
+            .expect("the reader saw every frame: no wake-up was lost")
+            .unwrap();
+        producer.join().unwrap();
+        mailbox.close(1000);
+        let code = tokio::time::timeout(within, reader)
+            .await
+            .expect("the reader was woken by the close")
+            .unwrap();
+        assert_eq!(code, 1000);
+    }
+
     #[test]
     fn a_queue_grows_in_order_up_to_its_bound_and_no_further() {
         let mailbox = Mailbox::new(100);
