@@ -8,7 +8,7 @@ use wshub_bench::cpu_seconds;
 
 use crate::procs::{number, Env, Proc};
 use crate::report::{grouped, median, min_max};
-use crate::session::{rate, Measured, Session};
+use crate::session::{rate, Session};
 use crate::{Result, BURST, BYTES};
 
 /// One connection in this many stops reading.
@@ -18,14 +18,21 @@ pub struct Stalled {
     which: String,
     connections: usize,
     readers: usize,
+    /// Deliveries per second to the readers, and in the clean session's turns beside it.
     rates: Vec<f64>,
+    clean_rates: Vec<f64>,
     rss_idle_kib: u64,
     rss_max_kib: u64,
     rss_end_kib: u64,
+    /// The clean session's RSS after the same bursts.
+    clean_rss_end_kib: u64,
     /// Connections the server still holds after the bursts.
     held_after: usize,
 }
 
+/// Two servers of one implementation up at once, one whose clients all read and one where 1 in
+/// [`STALL_EVERY`] stops reading; they take turns burst by burst, so that the comparison is not
+/// the machine's drift between two runs.
 pub async fn stalled(
     env: &mut Env,
     which: &str,
@@ -33,37 +40,51 @@ pub async fn stalled(
     bursts: usize,
 ) -> Result<Stalled> {
     eprintln!(
-        "bench-run: scenario 7, {which}, {connections} connections, 1 in {STALL_EVERY} not reading"
+        "bench-run: scenario 7, {which}, {connections} connections, 1 in {STALL_EVERY} not reading, beside a clean server"
     );
+    let (mut clean, _) = Session::start(env, which, None, connections, &[]).await?;
     let every = STALL_EVERY.to_string();
-    let (mut session, measured) =
-        Session::start(env, which, None, connections, &["--stall-every", &every]).await?;
+    let started = Session::start(env, which, None, connections, &["--stall-every", &every]).await;
+    let (mut session, measured) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            clean.stop().await;
+            return Err(e);
+        }
+    };
     let readers = connections - connections / STALL_EVERY;
     let result = async {
+        burst(&mut clean, connections).await?;
         burst(&mut session, readers).await?;
         let mut rates = Vec::with_capacity(bursts);
+        let mut clean_rates = Vec::with_capacity(bursts);
         let mut rss_max = measured.rss_idle_kib;
         for i in 0..bursts {
+            clean_rates.push(burst(&mut clean, connections).await?);
             rates.push(burst(&mut session, readers).await?);
             if i % 10 == 9 {
                 rss_max = rss_max.max(number(&session.server.ask("rss", "rss").await?, 1)?);
             }
         }
         let rss_end: u64 = number(&session.server.ask("rss", "rss").await?, 1)?;
+        let clean_rss_end: u64 = number(&clean.server.ask("rss", "rss").await?, 1)?;
         let held_after: usize = number(&session.server.ask("count", "count").await?, 1)?;
         Ok::<_, crate::Error>(Stalled {
             which: which.to_owned(),
             connections,
             readers,
             rates,
+            clean_rates,
             rss_idle_kib: measured.rss_idle_kib,
             rss_max_kib: rss_max.max(rss_end),
             rss_end_kib: rss_end,
+            clean_rss_end_kib: clean_rss_end,
             held_after,
         })
     }
     .await;
     session.stop().await;
+    clean.stop().await;
     result
 }
 
@@ -182,7 +203,7 @@ async fn run_churn(
     })
 }
 
-pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn]) -> String {
+pub fn report(stalled: &[Stalled], churns: &[Churn]) -> String {
     let mut s = String::new();
     let Some(first) = stalled.first() else {
         return s;
@@ -192,10 +213,11 @@ pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn
         "### Scenario 7: under abuse\n\n**Clients that stop reading.** Scenario 2's bursts ({BURST} \
          envelopes of about {BYTES} bytes, from Rust) to {} sockets, of which 1 in {STALL_EVERY} \
          stops reading once connected (a 4 KiB receive buffer, never read): {} bursts after one to \
-         warm up, {} frames to each socket that stopped. Deliveries per second count the {} \
-         reading connections only, against the same implementation's clean run of scenario 2 in \
-         this run. RSS is the server's, sampled every 10 bursts; the clean run's RSS after its \
-         bursts is the comparison (both have grown their write buffers once).\n",
+         warm up, {} frames to each socket that stopped. A clean server of the same \
+         implementation, every client reading, is up beside it and the two take turns burst by \
+         burst; deliveries per second count the {} reading connections only. RSS is the \
+         server's, sampled every 10 bursts, and compared with the clean server's after the same \
+         bursts.\n",
         grouped(first.connections as u64),
         first.rates.len(),
         grouped(((first.rates.len() + 1) * BURST) as u64),
@@ -203,22 +225,22 @@ pub fn report(stalled: &[Stalled], clean: &[(String, Measured)], churns: &[Churn
     );
     let _ = writeln!(
         s,
-        "| implementation | deliveries/s to readers (median) | min – max | ratio ÷ own clean run | RSS idle | RSS peak | RSS after | RSS after ÷ clean run's after its bursts | connections held after |"
+        "| implementation | deliveries/s to readers (median) | min – max | clean server beside it (median) | ratio ÷ clean | RSS idle | RSS peak | RSS after | RSS after ÷ clean server's | connections held after |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for st in stalled {
         let med = median(&st.rates);
         let (lo, hi) = min_max(&st.rates);
-        let clean = clean.iter().find(|(w, _)| *w == st.which).map(|(_, m)| m);
-        let clean_rate = clean.map_or(f64::NAN, |m| median(&m.rust));
-        let clean_rss = clean.map_or(f64::NAN, |m| m.rss_after_kib as f64);
+        let clean_rate = median(&st.clean_rates);
+        let clean_rss = st.clean_rss_end_kib as f64;
         let _ = writeln!(
             s,
-            "| {} | **{}** | {} – {} | **{:.2}** | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} | {} |",
+            "| {} | **{}** | {} – {} | {} | **{:.2}** | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} | {} |",
             st.which,
             grouped(med as u64),
             grouped(lo as u64),
             grouped(hi as u64),
+            grouped(clean_rate as u64),
             med / clean_rate,
             st.rss_idle_kib as f64 / 1024.0,
             st.rss_max_kib as f64 / 1024.0,

@@ -16,7 +16,7 @@
 //! cargo run --release -p wshub-bench --bin bench-run -- --full     # about eight
 //! ```
 //!
-//! Options: `--reps N` (bursts measured per implementation and publish path; default 9 quick, 7
+//! Options: `--reps N` (bursts measured per implementation and publish path; default 9 quick, 15
 //! full), `--out PATH` (default docs/benchmarks.md of the workspace), `--port-base P` (default
 //! 20000; every server gets the next free port below 32768), `--only 1,read,4,5,6,7` (some
 //! scenarios only, for working on one; `1` is scenarios 1-3), `--profile FILE` (no report: a
@@ -92,7 +92,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let reps = args.parsed("--reps", if mode == Mode::Quick { 9 } else { 7 });
+    let reps = args.parsed("--reps", if mode == Mode::Quick { 9 } else { 15 });
     let out = args.value("--out").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md"),
         PathBuf::from,
@@ -161,7 +161,7 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     };
     // Scenario 3 runs in the burst session, after the bursts: publishes; seconds per row of
     // scenario 5.
-    let (latency_n, http_seconds) = if full { (60, 10) } else { (10, 1) };
+    let (latency_n, http_seconds) = if full { (100, 10) } else { (10, 1) };
     let upload_messages = if full { 2_000 } else { 500 };
     // Scenario 4: connections and seconds per step.
     let (groups_c, step_seconds) = if full { (10_000, 3.0) } else { (2_000, 1.0) };
@@ -197,9 +197,8 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     }
     let mut section = String::new();
     let mut idle = Vec::new();
-    let mut burst = Vec::new();
     if plan.wants("1") {
-        burst = bursts(&mut env, burst_c, reps, latency_n).await?;
+        let burst = bursts(&mut env, burst_c, reps, latency_n).await?;
         if idle_c == burst_c {
             // Quick: the burst sessions' idle RSS was read before any burst.
             idle.extend(burst.iter().cloned());
@@ -246,7 +245,7 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
         for which in ["wshub", "tungstenite"] {
             churns.push(abuse::churn(&mut env, which, churn_rate, churn_seconds).await?);
         }
-        section.push_str(&abuse::report(&stalled, &burst, &churns));
+        section.push_str(&abuse::report(&stalled, &churns));
     }
     let head = report_head(mode, taskset, started.elapsed());
     write_report(out, mode, &format!("{head}{section}"))?;
