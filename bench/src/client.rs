@@ -63,18 +63,11 @@ pub const PONG: u8 = 10;
 /// A complete, masked client frame. The mask key is zero, so the payload goes out as it is: the
 /// servers must unmask all the same, and the client saves the work.
 pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut frame = Vec::with_capacity(len + 14);
-    frame.push(0x80 | opcode);
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    // A server frame's header with the opcode and the mask bit set, then the key.
+    let mut frame = crate::text_frame_header(payload.len());
+    frame[0] = 0x80 | opcode;
+    frame[1] |= 0x80;
+    frame.reserve(4 + payload.len());
     frame.extend_from_slice(&[0; 4]);
     frame.extend_from_slice(payload);
     frame

@@ -16,15 +16,9 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// The nearest-rank percentile `p` (0-100) of `values`.
+/// The nearest-rank percentile `p` (0-100) of `values`, which it leaves as they are.
 pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    wshub_bench::percentile(&mut values.to_vec(), p)
 }
 
 pub(crate) fn min_max(values: &[f64]) -> (f64, f64) {
