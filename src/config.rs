@@ -64,7 +64,9 @@ impl fmt::Debug for Callback {
 pub(crate) struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) max_publish_body: usize,
-    pub(crate) outbound_queue: usize,
+    pub(crate) max_pending_bytes: usize,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) max_buffered_bytes: usize,
     pub(crate) ping_interval: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
@@ -85,7 +87,9 @@ impl Default for Config {
         Self {
             max_message_size: 64 * 1024,
             max_publish_body: 1024 * 1024,
-            outbound_queue: 1024,
+            max_pending_bytes: 4 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(15),
+            max_buffered_bytes: 256 * 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             max_connections: 100_000,
@@ -109,7 +113,9 @@ impl Default for Config {
 /// |---|---|
 /// | [`max_message_size`](Self::max_message_size) | 64 KiB |
 /// | [`max_publish_body`](Self::max_publish_body) | 1 MiB |
-/// | [`outbound_queue`](Self::outbound_queue) | 1,024 messages per connection |
+/// | [`max_pending_bytes`](Self::max_pending_bytes) | 4 MiB per connection |
+/// | [`stall_timeout`](Self::stall_timeout) | 15 s |
+/// | [`max_buffered_bytes`](Self::max_buffered_bytes) | 256 MiB for the whole hub |
 /// | [`ping_interval`](Self::ping_interval) | 25 s |
 /// | [`idle_timeout`](Self::idle_timeout) | 60 s |
 /// | [`max_connections`](Self::max_connections) | 100,000 |
@@ -151,13 +157,33 @@ impl HubBuilder {
         self
     }
 
-    /// How many messages may wait for one connection's socket. A connection whose queue is full
-    /// when a message is routed to it is closed with 1008, so one slow reader never slows the rest.
+    /// Most bytes that may wait for one connection's socket (queued frames, and the frame being
+    /// written). A connection that would pass it does not keep up: it is closed with 1008, so one
+    /// slow reader never slows the rest. A single frame larger than the bound still goes to a
+    /// connection with nothing else pending.
     ///
-    /// An empty queue costs nothing, so the bound can be generous: it must hold the largest burst
-    /// routed to one connection before its task gets to run (see [`Hub::send`]).
-    pub fn outbound_queue(mut self, messages: usize) -> Self {
-        self.config.outbound_queue = messages.max(1);
+    /// A queue costs only what is in it, so the bound can be generous: it must hold the largest
+    /// burst routed to one connection faster than it reads (see [`Hub::send`]).
+    pub fn max_pending_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_pending_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long frames may wait for a socket that accepts no bytes at all before the client is
+    /// taken as stalled and closed with 1008. A client that keeps reading, however slowly, is not
+    /// stalled.
+    pub fn stall_timeout(mut self, after: Duration) -> Self {
+        self.config.stall_timeout = after;
+        self
+    }
+
+    /// Most bytes the hub holds for all connections together: frames not yet written to every
+    /// recipient (a frame shared by many connections counts once) and client messages not yet
+    /// whole. Past it, the connections with the most bytes pending are closed with 1013 (try
+    /// again later) until the rest fits, and a client whose partial message would pass it is
+    /// closed with 1013.
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_buffered_bytes = bytes;
         self
     }
 
@@ -306,7 +332,9 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.max_message_size, 64 * 1024);
         assert_eq!(c.max_publish_body, 1024 * 1024);
-        assert_eq!(c.outbound_queue, 1024);
+        assert_eq!(c.max_pending_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.stall_timeout, Duration::from_secs(15));
+        assert_eq!(c.max_buffered_bytes, 256 * 1024 * 1024);
         assert_eq!(c.ping_interval, Duration::from_secs(25));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.max_connections, 100_000);

@@ -1,6 +1,6 @@
 //! One socket's task: the only code that reads or writes it. It reads client envelopes, writes
-//! what is queued for it in batches, pings, enforces the idle timeout, the size and rate limits,
-//! and closes with the codes of PROTOCOL.md §6.
+//! what is queued for it, pings, enforces the idle timeout, the size and rate limits, and closes
+//! with the codes of PROTOCOL.md §6.
 //!
 //! One task per socket, not a reader and a writer: half the tasks, and a write that blocks on a
 //! client that does not read also stops reading from it, which is the backpressure we want.
@@ -8,15 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant};
 
 use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
@@ -26,28 +20,22 @@ use crate::hub::{Hub, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
-use crate::lazy_io::LazyIo;
-use crate::mailbox::{Delivery, Mailbox};
+use crate::mailbox::Mailbox;
 use crate::pipeline::{Forwarder, Pipeline, Work};
+use crate::websocket::{Event, Frame, Inbound, Socket};
 
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 1008;
-const CLOSE_PROTOCOL_ERROR: u16 = 1002;
-const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
-const CLOSE_INVALID_UTF8: u16 = 1007;
+/// The hub is over its memory budget and sheds the connections furthest behind.
+pub(crate) const CLOSE_OVERLOADED: u16 = 1013;
 const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 
-/// Queued frames written per flush; bounds how long the task goes without reading.
-const MAX_BATCH: usize = 64;
-/// How long a closing handshake may take before the TCP connection is dropped.
+/// How long each step of a closing handshake may go without progress before the TCP connection
+/// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Refusals in a row after which a rate-limited client is taken as abusive and closed.
 const RATE_STRIKES: u32 = 20;
-/// The read buffer tungstenite allocates (and zero-fills) for every socket, idle or not. Kept
-/// small: reads go through [`LazyIo`], which brings larger reads while data keeps arriving.
-const READ_BUFFER: usize = 256;
 
 /// Runs one upgraded socket until it closes, then finishes its forwards. `permit` holds its
 /// place under the connection limit until then.
@@ -56,22 +44,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = hub.config();
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        // Frames go straight to `LazyIo`, which gathers them until the flush and then frees
-        // its buffer; tungstenite's own would keep its largest size for good.
-        .write_buffer_size(0)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size));
-    let mut ws =
-        WebSocketStream::from_raw_socket(LazyIo::new(io), Role::Server, Some(ws_config)).await;
+    let mut socket = Socket::new(
+        io,
+        config.max_message_size,
+        config.stall_timeout,
+        hub.budget(),
+    );
 
     let Some(id) = ConnectionId::random() else {
         tracing::error!("no random bytes for a connection id");
-        close(&mut ws, CLOSE_INTERNAL).await;
+        socket.close(CLOSE_INTERNAL, "", CLOSE_GRACE).await;
         return;
     };
-    let mailbox = Arc::new(Mailbox::new(config.outbound_queue));
+    let mailbox = Arc::new(Mailbox::new(config.max_pending_bytes));
     let outbox = Outbox(Arc::clone(&mailbox));
     let about = Connected {
         connection_id: id.to_string(),
@@ -79,10 +64,11 @@ where
         group_id: identity.group_id().to_owned(),
     };
     // Queued before the socket is visible to routing, so it is the first thing the client reads.
-    outbox.offer(Envelope::system("__connected", &about).to_frame());
+    outbox.offer(hub.frame(&Envelope::system("__connected", &about)));
     let own = outbox.clone();
     let Some(registration) = hub.register(id, &identity, outbox) else {
-        close(&mut ws, CLOSE_GOING_AWAY).await;
+        let (code, reason) = Ending::SHUTDOWN;
+        socket.close(code, reason, CLOSE_GRACE).await;
         return;
     };
     tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
@@ -117,17 +103,16 @@ where
     if events {
         session.event("__connect", &about);
     }
-    let code = session.run(&mut ws, &mailbox).await;
+    let ending = session.run(&mut socket, &mailbox).await;
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
-    if let Some(code) = code {
-        close(&mut ws, code).await;
+    match ending {
+        Ending::Close(code, reason) => socket.close(code, reason, CLOSE_GRACE).await,
+        Ending::ClientClosed(code) => socket.answer_close(code, CLOSE_GRACE).await,
+        Ending::Gone => {}
     }
-    tracing::debug!(%id, ?code, "socket closed");
-    // Whatever tungstenite wrote last (its answer to the client's close frame) leaves before the
-    // TCP connection ends; the forwards still in line do not need it.
-    let _ = timeout(CLOSE_GRACE, ws.get_mut().flush()).await;
-    drop(ws);
+    tracing::debug!(%id, ?ending, "socket closed");
+    drop(socket);
     session.finish().await;
     if events {
         session.event("__disconnect", &about);
@@ -136,6 +121,36 @@ where
     // Before the permit: shutdown waits for the permits, and so for the callback.
     drop(disconnected);
     drop(permit);
+}
+
+/// How a socket's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The hub closes it, with this code and reason.
+    Close(u16, &'static str),
+    /// The client sent a close frame (with this code).
+    ClientClosed(Option<u16>),
+    /// The connection is gone.
+    Gone,
+}
+
+impl Ending {
+    const SHUTDOWN: (u16, &'static str) = (CLOSE_GOING_AWAY, "going away");
+
+    /// The hub's own closes, each with its reason.
+    fn hub(code: u16) -> Self {
+        let reason = match code {
+            CLOSE_GOING_AWAY => "going away",
+            CLOSE_SLOW_CONSUMER => "too slow: this client did not keep up with its messages",
+            1002 => "protocol error",
+            1003 => "binary frames are not supported",
+            1007 => "invalid UTF-8",
+            1009 => "message too big",
+            CLOSE_OVERLOADED => "the server is overloaded; try again later",
+            _ => "",
+        };
+        Self::Close(code, reason)
+    }
 }
 
 /// Calls the application's disconnect callback when dropped.
@@ -179,15 +194,9 @@ struct Session {
     idle_timeout: Duration,
 }
 
-/// What the read loop decided: keep going, or close with a code (`None`: the socket is gone).
-enum Next {
-    Continue,
-    Close(Option<u16>),
-}
-
 impl Session {
-    /// Serves the socket; returns the close code to send, or `None` when it is already closed.
-    async fn run<S>(&mut self, ws: &mut WebSocketStream<S>, mailbox: &Mailbox) -> Option<u16>
+    /// Serves the socket until the session ends, and says how.
+    async fn run<S>(&mut self, socket: &mut Socket<S>, mailbox: &Mailbox) -> Ending
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -195,46 +204,40 @@ impl Session {
         self.pipeline.advance(&self.hub, &mut self.pace).await;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + self.ping_interval;
+        // When the client began a message that is not whole yet, as last seen.
+        let mut message_since = None;
         let timer = sleep_until(next_ping.min(last_heard + self.idle_timeout));
         tokio::pin!(timer);
         loop {
             // A client with a full line of envelopes waits, unread: TCP backpressure.
             let reading = !self.pipeline.is_full(&self.hub);
             tokio::select! {
-                // Closing first: a queue that never empties must not keep a socket open.
+                // The socket first: a close request, then writes, then reads.
                 biased;
-                delivery = mailbox.next() => {
-                    let first = match delivery {
-                        Delivery::Close(code) => return Some(code),
-                        Delivery::Frame(frame) => frame,
+                event = socket.next(mailbox, reading) => {
+                    let inbound = match event {
+                        Event::Inbound(inbound) => inbound,
+                        Event::Violation(code) | Event::CloseAsked(code) => return Ending::hub(code),
+                        Event::Stalled => return Ending::hub(CLOSE_SLOW_CONSUMER),
+                        Event::Gone => return Ending::Gone,
                     };
-                    let written = tokio::select! {
-                        // The write first: one that finishes at once (the usual case) never
-                        // touches the close signal, and a close asked for meanwhile is the next
-                        // thing `mailbox.next()` returns. One that blocks on a client that does
-                        // not read is cut short by a close request.
-                        biased;
-                        r = timeout(self.idle_timeout, write_batch(ws, mailbox, first)) => r,
-                        code = mailbox.closing() => return Some(code),
-                    };
-                    match written {
-                        Ok(Ok(())) => {}
-                        // A write that cannot finish in the idle timeout: the client is gone.
-                        Ok(Err(_)) | Err(_) => return None,
+                    last_heard = Instant::now();
+                    match inbound {
+                        Inbound::Text(text) => {
+                            if let Some(ending) = self.on_text(&text) {
+                                return ending;
+                            }
+                            self.pipeline.advance(&self.hub, &mut self.pace).await;
+                            self.pace.tick().await;
+                        }
+                        Inbound::Ping(payload) => socket.pong(&payload),
+                        Inbound::Pong => {}
+                        Inbound::Close(code) => return Ending::ClientClosed(code),
                     }
                 }
                 (outcome, report) = self.pipeline.answered() => {
                     self.on_outcome(outcome, report).await;
                     self.pipeline.advance(&self.hub, &mut self.pace).await;
-                }
-                incoming = ws.next(), if reading => {
-                    last_heard = Instant::now();
-                    match self.on_incoming(incoming) {
-                        Next::Continue => {}
-                        Next::Close(code) => return code,
-                    }
-                    self.pipeline.advance(&self.hub, &mut self.pace).await;
-                    self.pace.tick().await;
                 }
                 () = &mut timer => {
                     let now = Instant::now();
@@ -243,15 +246,17 @@ impl Session {
                         last_heard = now;
                     }
                     if now >= last_heard + self.idle_timeout {
-                        return Some(CLOSE_GOING_AWAY);
+                        return Ending::hub(CLOSE_GOING_AWAY);
+                    }
+                    // Control frames keep a socket alive, so a message sent a few bytes at a time
+                    // between them gets the idle timeout to be whole, and no more.
+                    message_since = socket.in_message().then(|| message_since.unwrap_or(now));
+                    if message_since.is_some_and(|since| now >= since + self.idle_timeout) {
+                        return Ending::Close(CLOSE_POLICY, "a message took too long to arrive");
                     }
                     if now >= next_ping {
                         next_ping = now + self.ping_interval;
-                        let ping = ws.send(Message::Ping(Default::default()));
-                        match timeout(self.idle_timeout, ping).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) | Err(_) => return None,
-                        }
+                        socket.send_control(Frame::ping());
                     }
                     // Re-armed only here, not per message: hearing from the client only moves
                     // the idle deadline later, so a timer that fires early just re-arms.
@@ -261,33 +266,17 @@ impl Session {
         }
     }
 
-    fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Next {
-        match incoming {
-            Some(Ok(Message::Text(text))) => self.on_text(&text),
-            Some(Ok(Message::Binary(_))) => Next::Close(Some(CLOSE_UNSUPPORTED_DATA)),
-            // Tungstenite answers pings and close frames itself; a pong only proves liveness.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Next::Continue,
-            Some(Ok(Message::Close(_))) => Next::Continue,
-            Some(Err(WsError::Capacity(
-                CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
-            ))) => Next::Close(Some(CLOSE_TOO_BIG)),
-            Some(Err(WsError::Utf8(_))) => Next::Close(Some(CLOSE_INVALID_UTF8)),
-            Some(Err(WsError::Protocol(e))) => {
-                tracing::debug!(error = %e, "protocol error from client");
-                Next::Close(Some(CLOSE_PROTOCOL_ERROR))
-            }
-            Some(Err(_)) | None => Next::Close(None),
-        }
-    }
-
-    fn on_text(&mut self, text: &str) -> Next {
+    /// Handles a client envelope; `Some` ends the session.
+    fn on_text(&mut self, text: &str) -> Option<Ending> {
         if let Some(bucket) = &mut self.rate {
             match bucket.take() {
                 Ok(()) => {}
-                Err(strikes) if strikes >= RATE_STRIKES => return Next::Close(Some(CLOSE_POLICY)),
+                Err(strikes) if strikes >= RATE_STRIKES => {
+                    return Some(Ending::Close(CLOSE_POLICY, "too many messages"))
+                }
                 Err(_) => {
                     self.error("rate_limited", "too many messages; slow down");
-                    return Next::Continue;
+                    return None;
                 }
             }
         }
@@ -295,7 +284,7 @@ impl Session {
             Ok(envelope) => envelope,
             Err(e) => {
                 self.error("invalid_envelope", e.detail());
-                return Next::Continue;
+                return None;
             }
         };
         if envelope.action.starts_with("__") {
@@ -303,7 +292,7 @@ impl Session {
                 "forbidden",
                 "actions starting with __ are reserved for the hub",
             );
-            return Next::Continue;
+            return None;
         }
         // A client cannot speak as someone else.
         if !self.identity.user_id.is_empty() {
@@ -325,12 +314,12 @@ impl Session {
             };
             if let Some(reason) = refused {
                 self.error("forbidden", &reason);
-                return Next::Continue;
+                return None;
             }
             Work::Relay(envelope)
         };
         self.pipeline.push(work);
-        Next::Continue
+        None
     }
 
     /// Forwards a connection event (`__connect`, `__disconnect`) in line with the messages.
@@ -375,56 +364,7 @@ impl Session {
 
     fn error(&self, code: &str, detail: &str) {
         let envelope = Envelope::system("__error", &ErrorMessage { code, detail });
-        self.own.offer(envelope.to_frame());
-    }
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    mailbox: &Mailbox,
-    first: Utf8Bytes,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    ws.feed(Message::Text(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match mailbox.try_frame() {
-            Some(frame) => ws.feed(Message::Text(frame)).await?,
-            None => break,
-        }
-    }
-    ws.flush().await
-}
-
-/// Sends a close frame and waits, briefly, for the client's answer, so the client reads the code
-/// instead of a reset.
-async fn close<S>(ws: &mut WebSocketStream<S>, code: u16)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: Utf8Bytes::from_static(close_reason(code)),
-    };
-    let handshake = async {
-        ws.close(Some(frame)).await.ok()?;
-        while let Some(Ok(_)) = ws.next().await {}
-        Some(())
-    };
-    let _ = timeout(CLOSE_GRACE, handshake).await;
-}
-
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        CLOSE_GOING_AWAY => "going away",
-        CLOSE_PROTOCOL_ERROR => "protocol error",
-        CLOSE_UNSUPPORTED_DATA => "binary frames are not supported",
-        CLOSE_INVALID_UTF8 => "invalid UTF-8",
-        CLOSE_POLICY => "policy violation",
-        CLOSE_TOO_BIG => "message too big",
-        _ => "",
+        self.own.offer(self.hub.frame(&envelope));
     }
 }
 

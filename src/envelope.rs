@@ -7,7 +7,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use std::sync::Arc;
+
+use crate::budget::{Budget, Charge};
+use crate::websocket::{Frame, HEAD_ROOM};
 
 use crate::error::EnvelopeError;
 
@@ -289,9 +292,22 @@ impl Envelope {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The frame every recipient receives a clone of: serialised once, shared by reference count.
-    pub(crate) fn to_frame(&self) -> Utf8Bytes {
-        Utf8Bytes::from(self.to_json())
+    /// The frame every recipient receives a clone of: serialised once, header included, shared
+    /// by reference count, and held against `budget` until the last recipient has written it.
+    pub(crate) fn to_frame(&self, budget: &Arc<Budget>) -> Frame {
+        // Room for the usual envelope without growing: the fields, their names and quotes.
+        let estimate = HEAD_ROOM
+            + 64
+            + self.action.len()
+            + self.message.get().len()
+            + self.group_id.len()
+            + self.user_id.len();
+        let mut buffer = Vec::with_capacity(estimate);
+        buffer.resize(HEAD_ROOM, 0);
+        // Writing strings and a raw value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut buffer, self);
+        let charge = Charge::new(budget, buffer.capacity());
+        Frame::text(buffer, charge)
     }
 
     /// A hub envelope (`__connected`, `__error`) with no sender and no recipients.

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,9 +12,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, Semaphore};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::budget::Budget;
 use crate::config::{Config, HubBuilder};
+use crate::connection::{CLOSE_GOING_AWAY, CLOSE_OVERLOADED, CLOSE_SLOW_CONSUMER};
 use crate::envelope::Envelope;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
@@ -23,6 +25,7 @@ use crate::mailbox::{Mailbox, Refused};
 use crate::publish::PublishEndpoint;
 use crate::registry::Registry;
 use crate::routing::for_each_target;
+use crate::websocket::Frame;
 
 /// The hub: a registry of connections, groups and users, and the router over it.
 ///
@@ -52,6 +55,10 @@ struct Inner {
     forward_slots: Arc<Semaphore>,
     /// The pooled client for an external forward URL.
     forward_client: Option<Client<HttpConnector, Full<Bytes>>>,
+    /// What every connection's frames and partial messages hold, together.
+    budget: Arc<Budget>,
+    /// When the hub last shed connections to get back under its budget; held while it does.
+    last_shed: Mutex<Option<Instant>>,
 }
 
 /// What the registry keeps per connection: the way into its socket task.
@@ -59,13 +66,13 @@ struct Inner {
 pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
 
 impl Outbox {
-    /// Queues a frame without waiting. A full queue means the client is not reading: it is closed
-    /// rather than allowed to hold up the sender or grow without bound.
-    pub(crate) fn offer(&self, frame: Utf8Bytes) -> bool {
+    /// Queues a frame without waiting. A connection whose pending bytes would pass its bound does
+    /// not keep up: it is closed rather than allowed to hold up the sender or grow without bound.
+    pub(crate) fn offer(&self, frame: Frame) -> bool {
         match self.0.offer(frame) {
             Ok(()) => true,
             Err(Refused::Full) => {
-                self.0.close(crate::connection::CLOSE_SLOW_CONSUMER);
+                self.0.close(CLOSE_SLOW_CONSUMER);
                 false
             }
             Err(Refused::Closing) => false,
@@ -151,6 +158,8 @@ impl Hub {
             inner: Arc::new(Inner {
                 forward_slots,
                 forward_client,
+                budget: Budget::new(config.max_buffered_bytes),
+                last_shed: Mutex::new(None),
                 config,
                 registry: RwLock::default(),
                 open: AtomicUsize::new(0),
@@ -179,13 +188,14 @@ impl Hub {
     /// was queued to. Never waits: the envelope is serialised once and each target's queue gets a
     /// shared reference to the same frame.
     ///
-    /// A connection whose queue is full is closed with 1008 rather than waited for. When sending
-    /// many envelopes in a loop, let the runtime run between them (`tokio::task::yield_now().await`
-    /// every few sends) so the connections' tasks can drain their queues: a burst larger than
-    /// [`outbound_queue`](crate::HubBuilder::outbound_queue) to one connection without a pause
-    /// would close it. The hub's own producers (relays, the publish endpoint) do this.
+    /// A connection that does not keep up is closed rather than waited for: one whose pending
+    /// bytes would pass [`max_pending_bytes`](crate::HubBuilder::max_pending_bytes) is closed with
+    /// 1008. When sending many envelopes in a loop, let the runtime run between them
+    /// (`tokio::task::yield_now().await` every few sends) so the connections' tasks can write:
+    /// without a pause, a burst larger than that bound to one connection would close it. The
+    /// hub's own producers (relays, the publish endpoint) do this.
     pub fn send(&self, envelope: &Envelope) -> usize {
-        let frame = envelope.to_frame();
+        let frame = self.frame(envelope);
         let registry = self.read();
         let mut delivered = 0;
         for_each_target(
@@ -194,7 +204,61 @@ impl Hub {
             self.inner.config.empty_recipients,
             |member| delivered += usize::from(member.outbox.offer(frame.clone())),
         );
+        drop(registry);
+        drop(frame);
+        if let Some(excess) = self.inner.budget.excess() {
+            self.shed(excess);
+        }
         delivered
+    }
+
+    /// The frame of `envelope`, held against the hub's memory budget.
+    pub(crate) fn frame(&self, envelope: &Envelope) -> Frame {
+        envelope.to_frame(&self.inner.budget)
+    }
+
+    /// Gets back under the memory budget: closes the connections furthest behind (most bytes
+    /// pending), with 1013, until what they hold covers the excess. Not more often than every
+    /// few milliseconds, and never by two callers at once: the scan is over every connection.
+    fn shed(&self, excess: usize) {
+        /// Connections with less than this pending are never shed: they are keeping up.
+        const FLOOR: usize = 64 * 1024;
+        const INTERVAL: Duration = Duration::from_millis(20);
+        let Ok(mut last) = self.inner.last_shed.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        let registry = self.read();
+        let mut behind: Vec<(usize, &Outbox)> = registry
+            .members()
+            .map(|member| (member.outbox.0.pending(), &member.outbox))
+            .filter(|&(pending, _)| pending >= FLOOR)
+            .collect();
+        behind.sort_unstable_by_key(|&(pending, _)| std::cmp::Reverse(pending));
+        let mut freed = 0;
+        let mut closed = 0;
+        for (pending, outbox) in behind {
+            if freed >= excess {
+                break;
+            }
+            outbox.close(CLOSE_OVERLOADED);
+            freed += pending;
+            closed += 1;
+        }
+        tracing::warn!(
+            used = self.inner.budget.used(),
+            limit = self.inner.config.max_buffered_bytes,
+            closed,
+            "over the memory budget: closed the connections furthest behind"
+        );
+    }
+
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.inner.budget
     }
 
     /// Puts a connection into a group. Returns false when the connection is gone or already in it.
@@ -252,7 +316,7 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Release);
         for member in self.read().members() {
-            member.outbox.close(crate::connection::CLOSE_GOING_AWAY);
+            member.outbox.close(CLOSE_GOING_AWAY);
         }
         let drained = async {
             loop {

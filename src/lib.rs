@@ -39,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 mod client_files;
 mod config;
 mod connection;
@@ -53,12 +54,12 @@ mod id;
 mod identity;
 mod info;
 mod layer;
-mod lazy_io;
 mod mailbox;
 mod pipeline;
 mod publish;
 mod registry;
 mod routing;
+mod websocket;
 
 pub use config::HubBuilder;
 pub use envelope::{Envelope, Recipient, RecipientKind};

@@ -1,92 +1,91 @@
 //! One connection's outbound queue and close request: what routing writes into without waiting,
 //! and what the connection's task reads.
 //!
-//! A bounded queue of shared frames behind one small lock, a close code beside it, and one waker
-//! for the one task that reads it. The task takes the whole queue at once (a swap under the lock)
-//! and works through its own copy, so routing and the task meet on the lock once per batch, not
-//! once per frame. Unlike a general channel it allocates nothing while empty (a tokio
-//! channel allocates a block of 32 slots up front), and gives its memory back once drained, so
-//! an idle connection costs a few dozen bytes here.
+//! A queue of shared frames behind one small lock, bounded in bytes; a close code beside it; and
+//! one waker for the one task that reads it. The task takes the whole queue at once (a swap under
+//! the lock) and writes from its own copy, so routing and the task meet on the lock once per
+//! batch, not once per frame. Unlike a general channel it allocates nothing while empty (a tokio
+//! channel allocates a block of 32 slots up front), so an idle connection costs a few dozen bytes.
 //!
 //! A burst that outgrows the queue makes routing allocate a larger buffer of its own and move the
 //! frames over, rather than `realloc` the old one: glibc's `realloc` works under the lock of the
-//! arena the block came from, and one of a connection's two buffers comes from its task's thread
-//! (the task queues the first frame itself). Routing then waited on a busy worker's arena lock and,
-//! on two cores, lost its core while asleep: `cargo bench --bench fanout` measured up to twice the
-//! time per recipient (docs/benchmarks.md).
+//! arena the block came from, and the buffer the task swapped back comes from its task's thread.
+//! Routing then waited on a busy worker's arena lock and, on two cores, lost its core while
+//! asleep: `cargo bench --bench fanout` measured up to twice the time per recipient
+//! (docs/benchmarks.md).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// What the connection's task is to do next.
-#[derive(Debug)]
-pub(crate) enum Delivery {
-    Frame(Utf8Bytes),
-    Close(u16),
+use crate::websocket::Frame;
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// What the frames cost ([`Frame::cost`]), summed.
+    bytes: usize,
 }
-
-/// Capacity kept after the queue drains; a burst's larger allocation is given back.
-const KEEP: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct Mailbox {
-    /// Where routing puts frames.
-    queued: Mutex<VecDeque<Utf8Bytes>>,
-    /// The frames the task took, still to write; only the task locks it, so it is never contended.
-    taken: Mutex<VecDeque<Utf8Bytes>>,
+    queue: Mutex<Queue>,
+    /// What the task took and has not written yet, in bytes; only the task stores it.
+    writing: AtomicUsize,
     /// 0 while open; otherwise the close code asked for first.
     close: AtomicU16,
     waker: AtomicWaker,
-    capacity: usize,
+    /// Most bytes that may be pending (queued and being written) for the connection.
+    limit: usize,
 }
 
 /// Why a frame was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// The queue is full: the client does not read.
+    /// What is pending for the connection would pass its bound: the client does not keep up.
     Full,
     /// The connection is closing.
     Closing,
 }
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
-            queued: Mutex::default(),
-            taken: Mutex::default(),
+            queue: Mutex::default(),
+            writing: AtomicUsize::new(0),
             close: AtomicU16::new(0),
             waker: AtomicWaker::new(),
-            capacity,
+            limit,
         }
     }
 
-    /// Queues a frame without waiting.
-    pub(crate) fn offer(&self, frame: Utf8Bytes) -> Result<(), Refused> {
+    /// Queues a frame without waiting. A frame larger than the bound is taken when nothing else
+    /// is pending, so that no envelope is too big for every connection.
+    pub(crate) fn offer(&self, frame: Frame) -> Result<(), Refused> {
         if self.close.load(Ordering::Acquire) != 0 {
             return Err(Refused::Closing);
         }
-        let mut queued = lock(&self.queued);
-        if queued.len() >= self.capacity {
+        let cost = frame.cost();
+        let mut queue = lock(&self.queue);
+        let pending = queue.bytes + self.writing.load(Ordering::Relaxed);
+        if pending > 0 && pending + cost > self.limit {
             return Err(Refused::Full);
         }
+        let frames = &mut queue.frames;
         // Grown here, in this thread's own allocation, not by `push_back`'s `realloc` (module doc).
-        let outgrown = (queued.len() == queued.capacity()).then(|| {
-            // Doubling as `VecDeque` would, but never past the bound, where the queue refuses.
-            let size = (queued.len() * 2).max(4).min(self.capacity);
-            let mut grown = VecDeque::with_capacity(size);
-            grown.append(&mut queued);
-            std::mem::replace(&mut *queued, grown)
+        let outgrown = (frames.len() == frames.capacity()).then(|| {
+            let mut grown = VecDeque::with_capacity((frames.len() * 2).max(4));
+            grown.append(frames);
+            std::mem::replace(frames, grown)
         });
-        queued.push_back(frame);
+        frames.push_back(frame);
         // The task waits only after finding the queue empty: a frame behind others needs no wake.
-        let first = queued.len() == 1;
-        drop(queued);
+        let first = frames.len() == 1;
+        queue.bytes += cost;
+        drop(queue);
         // Outside the lock: freeing may wait on another thread's arena too.
         drop(outgrown);
         if first {
@@ -95,75 +94,50 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Asks the task to close the socket with `code`; the first code asked for wins.
+    /// Asks the task to close the socket with `code`; the first code asked for wins. What is still
+    /// queued is dropped at once: a connection being closed holds no memory for frames it will
+    /// never send.
     pub(crate) fn close(&self, code: u16) {
         let _ = self
             .close
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let dropped = std::mem::take(&mut *lock(&self.queue));
+        drop(dropped);
         self.waker.wake();
     }
 
-    /// The next thing to do: a close request comes before any frame still queued.
-    pub(crate) async fn next(&self) -> Delivery {
-        poll_fn(|cx| {
-            // The waker is registered only when there is nothing to do: the task is woken for a
-            // frame and finds it without another round of atomics on the waker.
-            if let Some(delivery) = self.ready() {
-                return Poll::Ready(delivery);
-            }
-            // Registered before looking again, so a frame offered in between wakes us.
-            self.waker.register(cx.waker());
-            self.ready().map_or(Poll::Pending, Poll::Ready)
-        })
-        .await
-    }
-
-    fn ready(&self) -> Option<Delivery> {
-        match self.closing_code() {
-            Some(code) => Some(Delivery::Close(code)),
-            None => self.take().map(Delivery::Frame),
-        }
-    }
-
-    /// A queued frame, if there is one and no close was asked for.
-    pub(crate) fn try_frame(&self) -> Option<Utf8Bytes> {
-        if self.closing_code().is_some() {
-            return None;
-        }
-        self.take()
-    }
-
-    /// Resolves with the code once a close is asked for.
-    pub(crate) async fn closing(&self) -> u16 {
-        poll_fn(|cx| {
-            if let Some(code) = self.closing_code() {
-                return Poll::Ready(code);
-            }
-            self.waker.register(cx.waker());
-            self.closing_code().map_or(Poll::Pending, Poll::Ready)
-        })
-        .await
-    }
-
-    fn closing_code(&self) -> Option<u16> {
+    /// The close code asked for, if any.
+    pub(crate) fn closing(&self) -> Option<u16> {
         match self.close.load(Ordering::Acquire) {
             0 => None,
             code => Some(code),
         }
     }
 
-    /// The next frame: from the task's own batch, or else the whole queue taken at once.
-    fn take(&self) -> Option<Utf8Bytes> {
-        let mut taken = lock(&self.taken);
-        if taken.is_empty() {
-            std::mem::swap(&mut *taken, &mut *lock(&self.queued));
-        }
-        let frame = taken.pop_front();
-        if taken.is_empty() && taken.capacity() > KEEP {
-            // A burst's allocation is given back once it is written.
-            *taken = VecDeque::new();
-        }
-        frame
+    /// Moves the queued frames into `into` (which the task has emptied) and returns their cost.
+    pub(crate) fn take(&self, into: &mut VecDeque<Frame>) -> usize {
+        debug_assert!(into.is_empty());
+        let mut queue = lock(&self.queue);
+        std::mem::swap(&mut queue.frames, into);
+        std::mem::take(&mut queue.bytes)
+    }
+
+    /// Wakes `waker` when a frame arrives in an empty queue or a close is asked for. Returns
+    /// whether there is something to do already (registered first, then checked, so that nothing
+    /// offered in between is missed).
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        self.waker.register(waker);
+        self.closing().is_some() || !lock(&self.queue).frames.is_empty()
+    }
+
+    /// The task's count of what it took and has not written yet.
+    pub(crate) fn set_writing(&self, bytes: usize) {
+        self.writing.store(bytes, Ordering::Relaxed);
+    }
+
+    /// What is pending for the connection: queued, or taken and not written yet.
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.queue).bytes + self.writing.load(Ordering::Relaxed)
     }
 }
 
@@ -175,39 +149,81 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::{Budget, Charge};
+    use crate::websocket::HEAD_ROOM;
 
-    #[tokio::test]
-    async fn frames_in_order_then_full_then_close_first() {
-        let mailbox = Mailbox::new(2);
-        assert_eq!(mailbox.offer("a".into()), Ok(()));
-        assert_eq!(mailbox.offer("b".into()), Ok(()));
-        assert_eq!(mailbox.offer("c".into()), Err(Refused::Full));
-        assert!(matches!(mailbox.next().await, Delivery::Frame(f) if f == "a"));
+    fn frame(text: &str) -> Frame {
+        let mut buffer = vec![0; HEAD_ROOM];
+        buffer.extend_from_slice(text.as_bytes());
+        Frame::text(buffer, Charge::none(&Budget::unlimited()))
+    }
+
+    fn taken(mailbox: &Mailbox) -> Vec<Frame> {
+        let mut into = VecDeque::new();
+        mailbox.take(&mut into);
+        into.into()
+    }
+
+    #[test]
+    fn frames_in_order_bounded_in_bytes_then_close_drops_the_rest() {
+        let a = frame("a");
+        let mailbox = Mailbox::new(3 * a.cost());
+        for text in ["a", "b", "c"] {
+            assert_eq!(mailbox.offer(frame(text)), Ok(()));
+        }
+        assert_eq!(mailbox.offer(frame("d")), Err(Refused::Full));
+        assert_eq!(mailbox.pending(), 3 * a.cost());
+        assert_eq!(taken(&mailbox), [frame("a"), frame("b"), frame("c")]);
+        mailbox.set_writing(3 * a.cost());
+        assert_eq!(
+            mailbox.offer(frame("d")),
+            Err(Refused::Full),
+            "still being written"
+        );
+        mailbox.set_writing(0);
+        assert_eq!(mailbox.offer(frame("d")), Ok(()));
         mailbox.close(1008);
         mailbox.close(1001);
-        assert!(
-            matches!(mailbox.next().await, Delivery::Close(1008)),
-            "close before frames"
-        );
-        assert_eq!(mailbox.try_frame(), None);
-        assert_eq!(mailbox.offer("d".into()), Err(Refused::Closing));
-        assert_eq!(mailbox.closing().await, 1008);
+        assert_eq!(mailbox.closing(), Some(1008), "the first code wins");
+        assert_eq!(mailbox.pending(), 0, "what was queued is dropped");
+        assert_eq!(mailbox.offer(frame("e")), Err(Refused::Closing));
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_bound_goes_alone() {
+        let mailbox = Mailbox::new(10);
+        let big = frame(&"x".repeat(100));
+        assert_eq!(mailbox.offer(big.clone()), Ok(()));
+        assert_eq!(mailbox.offer(frame("y")), Err(Refused::Full));
+        assert_eq!(taken(&mailbox), [big]);
     }
 
     #[tokio::test]
-    async fn a_waiting_task_is_woken_by_an_offer() {
-        let mailbox = std::sync::Arc::new(Mailbox::new(4));
-        let reader = tokio::spawn({
-            let mailbox = std::sync::Arc::clone(&mailbox);
-            async move { mailbox.next().await }
-        });
-        tokio::task::yield_now().await;
-        mailbox.offer("x".into()).unwrap();
-        let delivery = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
-            .await
-            .expect("woken")
-            .unwrap();
-        assert!(matches!(delivery, Delivery::Frame(f) if f == "x"));
+    async fn a_waiting_task_is_woken_by_an_offer_and_by_a_close() {
+        let mailbox = std::sync::Arc::new(Mailbox::new(1 << 20));
+        for close in [false, true] {
+            let waiter = tokio::spawn({
+                let mailbox = std::sync::Arc::clone(&mailbox);
+                std::future::poll_fn(move |cx| {
+                    if mailbox.register(cx.waker()) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+            });
+            tokio::task::yield_now().await;
+            if close {
+                mailbox.close(1000);
+            } else {
+                mailbox.offer(frame("x")).unwrap();
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .unwrap();
+            taken(&mailbox);
+        }
     }
 
     /// The reader registers its waker only when it finds nothing: a producer on another thread
@@ -215,27 +231,34 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_wake_up_is_lost_between_a_producer_and_a_reader_on_two_threads() {
         const FRAMES: usize = 100_000;
-        let mailbox = std::sync::Arc::new(Mailbox::new(FRAMES));
-        let (read_all, all_read) = tokio::sync::oneshot::channel();
+        let mailbox = std::sync::Arc::new(Mailbox::new(usize::MAX));
         let reader = tokio::spawn({
             let mailbox = std::sync::Arc::clone(&mailbox);
             async move {
-                for n in 0..FRAMES {
-                    match mailbox.next().await {
-                        Delivery::Frame(f) => assert_eq!(f.as_str(), n.to_string()),
-                        Delivery::Close(code) => panic!("closed with {code}"),
+                let mut next = 0;
+                let mut batch = VecDeque::new();
+                while next < FRAMES {
+                    std::future::poll_fn(|cx| {
+                        if mailbox.register(cx.waker()) {
+                            std::task::Poll::Ready(())
+                        } else {
+                            std::task::Poll::Pending
+                        }
+                    })
+                    .await;
+                    mailbox.take(&mut batch);
+                    for got in batch.drain(..) {
+                        assert_eq!(got, frame(&next.to_string()));
+                        next += 1;
                     }
                 }
-                let _ = read_all.send(());
-                // Waiting again, now for the close alone.
-                mailbox.closing().await
             }
         });
         let producer = std::thread::spawn({
             let mailbox = std::sync::Arc::clone(&mailbox);
             move || {
                 for n in 0..FRAMES {
-                    mailbox.offer(n.to_string().into()).unwrap();
+                    mailbox.offer(frame(&n.to_string())).unwrap();
                     if n % 3 == 0 {
                         // Lets the reader drain and go back to waiting now and then.
                         std::thread::yield_now();
@@ -243,42 +266,10 @@ mod tests {
                 }
             }
         });
-        let within = std::time::Duration::from_secs(10);
-        tokio::time::timeout(within, all_read)
+        tokio::time::timeout(std::time::Duration::from_secs(10), reader)
             .await
             .expect("the reader saw every frame: no wake-up was lost")
             .unwrap();
         producer.join().unwrap();
-        mailbox.close(1000);
-        let code = tokio::time::timeout(within, reader)
-            .await
-            .expect("the reader was woken by the close")
-            .unwrap();
-        assert_eq!(code, 1000);
-    }
-
-    #[test]
-    fn a_queue_grows_in_order_up_to_its_bound_and_no_further() {
-        let mailbox = Mailbox::new(100);
-        for n in 0..100 {
-            mailbox.offer(n.to_string().into()).unwrap();
-        }
-        assert_eq!(mailbox.offer("x".into()), Err(Refused::Full));
-        assert_eq!(lock(&mailbox.queued).capacity(), 100);
-        for n in 0..100 {
-            assert_eq!(mailbox.try_frame().as_deref(), Some(&*n.to_string()));
-        }
-        assert_eq!(mailbox.try_frame(), None);
-    }
-
-    #[test]
-    fn a_drained_queue_gives_its_memory_back() {
-        let mailbox = Mailbox::new(1000);
-        for _ in 0..100 {
-            mailbox.offer("x".into()).unwrap();
-        }
-        while mailbox.try_frame().is_some() {}
-        assert_eq!(lock(&mailbox.queued).capacity(), 0);
-        assert_eq!(lock(&mailbox.taken).capacity(), 0);
     }
 }

@@ -11,8 +11,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use wshub::Hub;
 
-const QUEUE: usize = 64;
-const BURST: usize = 10 * QUEUE;
+/// Bytes that may wait for one connection: about 64 of the burst's envelopes.
+const QUEUE: usize = 64 * 100;
+/// Ten times what fits.
+const BURST: usize = 640;
 
 async fn expect_sequence(client: &mut common::Client, n: usize) {
     within("the whole burst", async {
@@ -30,7 +32,7 @@ async fn expect_sequence(client: &mut common::Client, n: usize) {
 
 #[tokio::test]
 async fn published_array_larger_than_the_queue_reaches_a_reading_client_whole() {
-    let server = TestServer::with(Hub::builder().outbound_queue(QUEUE)).await;
+    let server = TestServer::with(Hub::builder().max_pending_bytes(QUEUE)).await;
     let mut client = server.connect("").await;
     let batch: Vec<_> = (0..BURST)
         .map(|i| json!({"action": "n", "message": i, "recipients": [{"type": "all"}]}))
@@ -42,7 +44,7 @@ async fn published_array_larger_than_the_queue_reaches_a_reading_client_whole() 
 
 #[tokio::test]
 async fn relayed_burst_larger_than_the_queue_reaches_a_reading_client_whole() {
-    let server = TestServer::with(Hub::builder().outbound_queue(QUEUE)).await;
+    let server = TestServer::with(Hub::builder().max_pending_bytes(QUEUE)).await;
     let mut sender = server.connect("?userId=sender").await;
     let mut receiver = server.connect("").await;
     // Fed without flushing, then written at once: the hub finds the whole burst buffered.

@@ -427,7 +427,7 @@ async fn client_that_does_not_read_is_closed_and_does_not_slow_the_others() {
     const BATCH: u64 = 4;
     /// Messages still routed after the slow client was closed.
     const AFTER: u64 = 20;
-    let server = TestServer::with(Hub::builder().outbound_queue(8)).await;
+    let server = TestServer::with(Hub::builder().max_pending_bytes(8 * 4200)).await;
     let started = Instant::now();
 
     let readers = server.connect_many(READERS, "").await;
