@@ -16,11 +16,12 @@ use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::Outcome;
 use crate::handshake::Link;
-use crate::hub::{Hub, Outbox, Pace, Permit};
+use crate::hub::{Hub, Outbox, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
+use crate::pace::Pace;
 use crate::pipeline::{Forwarder, Pipeline, Work};
 use crate::websocket::{Event, Frame, Inbound, Socket};
 

@@ -66,16 +66,17 @@ struct Inner {
 pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
 
 impl Outbox {
-    /// Queues a frame without waiting. A connection whose pending bytes would pass its bound does
-    /// not keep up: it is closed rather than allowed to hold up the sender or grow without bound.
-    pub(crate) fn offer(&self, frame: Frame) -> bool {
+    /// Queues a frame without waiting and returns what is then pending for the connection. One
+    /// whose pending bytes would pass its bound does not keep up: it is closed rather than allowed
+    /// to hold up the sender or grow without bound.
+    pub(crate) fn offer(&self, frame: Frame) -> Option<usize> {
         match self.0.offer(frame) {
-            Ok(()) => true,
+            Ok(pending) => Some(pending),
             Err(Refused::Full) => {
                 self.0.close(CLOSE_SLOW_CONSUMER);
-                false
+                None
             }
-            Err(Refused::Closing) => false,
+            Err(Refused::Closing) => None,
         }
     }
 
@@ -85,27 +86,13 @@ impl Outbox {
     }
 }
 
-/// Lets the runtime run between envelopes routed in a row.
-///
-/// Routing never waits, and a producer that finds its input already buffered (a client's burst,
-/// a long publish array) never has to: it would fill every target's queue before any connection
-/// task ran, and close healthy clients as if they did not read. Yielding every few envelopes lets
-/// the targets drain as the burst goes, so the queue bound only catches clients that do not read.
+/// Where a routed envelope went.
 #[derive(Debug, Default)]
-pub(crate) struct Pace {
-    routed: u32,
-}
-
-impl Pace {
-    /// Envelopes routed between two yields; well under any sensible outbound queue.
-    const EVERY: u32 = 16;
-
-    pub(crate) async fn tick(&mut self) {
-        self.routed += 1;
-        if self.routed % Self::EVERY == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
+pub(crate) struct Routed {
+    /// How many connections it was queued to.
+    pub(crate) delivered: usize,
+    /// Those of them with more than half their bound pending.
+    pub(crate) behind: Vec<Arc<Mailbox>>,
 }
 
 /// Holds one place under the connection limit from the handshake until the socket task ends.
@@ -195,21 +182,35 @@ impl Hub {
     /// without a pause, a burst larger than that bound to one connection would close it. The
     /// hub's own producers (relays, the publish endpoint) do this.
     pub fn send(&self, envelope: &Envelope) -> usize {
+        self.route(envelope).delivered
+    }
+
+    /// Routes like [`send`](Self::send), and says which targets are behind: more than half their
+    /// bound pending, so that a producer that can wait for them (`Pace::catch_up`) does.
+    pub(crate) fn route(&self, envelope: &Envelope) -> Routed {
         let frame = self.frame(envelope);
+        let mut routed = Routed::default();
         let registry = self.read();
-        let mut delivered = 0;
         for_each_target(
             &registry,
             &envelope.recipients,
             self.inner.config.empty_recipients,
-            |member| delivered += usize::from(member.outbox.offer(frame.clone())),
+            |member| {
+                let Some(pending) = member.outbox.offer(frame.clone()) else {
+                    return;
+                };
+                routed.delivered += 1;
+                if member.outbox.0.behind_at(pending) {
+                    routed.behind.push(Arc::clone(&member.outbox.0));
+                }
+            },
         );
         drop(registry);
         drop(frame);
         if let Some(excess) = self.inner.budget.excess() {
             self.shed(excess);
         }
-        delivered
+        routed
     }
 
     /// The frame of `envelope`, held against the hub's memory budget.

@@ -55,6 +55,7 @@ mod identity;
 mod info;
 mod layer;
 mod mailbox;
+mod pace;
 mod pipeline;
 mod publish;
 mod registry;

@@ -62,9 +62,10 @@ impl Mailbox {
         }
     }
 
-    /// Queues a frame without waiting. A frame larger than the bound is taken when nothing else
-    /// is pending, so that no envelope is too big for every connection.
-    pub(crate) fn offer(&self, frame: Frame) -> Result<(), Refused> {
+    /// Queues a frame without waiting and returns the bytes then pending. A frame larger than the
+    /// bound is taken when nothing else is pending, so that no envelope is too big for every
+    /// connection.
+    pub(crate) fn offer(&self, frame: Frame) -> Result<usize, Refused> {
         if self.close.load(Ordering::Acquire) != 0 {
             return Err(Refused::Closing);
         }
@@ -91,7 +92,7 @@ impl Mailbox {
         if first {
             self.waker.wake();
         }
-        Ok(())
+        Ok(pending + cost)
     }
 
     /// Asks the task to close the socket with `code`; the first code asked for wins. What is still
@@ -139,6 +140,16 @@ impl Mailbox {
     pub(crate) fn pending(&self) -> usize {
         lock(&self.queue).bytes + self.writing.load(Ordering::Relaxed)
     }
+
+    /// Whether `pending` bytes are more than half the bound: the client is far behind.
+    pub(crate) fn behind_at(&self, pending: usize) -> bool {
+        pending > self.limit / 2
+    }
+
+    /// Whether the client is far behind now.
+    pub(crate) fn is_behind(&self) -> bool {
+        self.behind_at(self.pending())
+    }
 }
 
 // Nothing here can be left half-changed by a panic, so a poisoned lock is used as it is.
@@ -169,7 +180,7 @@ mod tests {
         let a = frame("a");
         let mailbox = Mailbox::new(3 * a.cost());
         for text in ["a", "b", "c"] {
-            assert_eq!(mailbox.offer(frame(text)), Ok(()));
+            assert!(mailbox.offer(frame(text)).is_ok());
         }
         assert_eq!(mailbox.offer(frame("d")), Err(Refused::Full));
         assert_eq!(mailbox.pending(), 3 * a.cost());
@@ -181,7 +192,7 @@ mod tests {
             "still being written"
         );
         mailbox.set_writing(0);
-        assert_eq!(mailbox.offer(frame("d")), Ok(()));
+        assert_eq!(mailbox.offer(frame("d")), Ok(a.cost()));
         mailbox.close(1008);
         mailbox.close(1001);
         assert_eq!(mailbox.closing(), Some(1008), "the first code wins");
@@ -193,7 +204,7 @@ mod tests {
     fn a_frame_larger_than_the_bound_goes_alone() {
         let mailbox = Mailbox::new(10);
         let big = frame(&"x".repeat(100));
-        assert_eq!(mailbox.offer(big.clone()), Ok(()));
+        assert_eq!(mailbox.offer(big.clone()), Ok(big.cost()));
         assert_eq!(mailbox.offer(frame("y")), Err(Refused::Full));
         assert_eq!(taken(&mailbox), [big]);
     }

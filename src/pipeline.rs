@@ -11,10 +11,11 @@ use http::{HeaderMap, Uri};
 
 use crate::envelope::Envelope;
 use crate::forward::{self, Call, Outcome, Target};
-use crate::hub::{Hub, Pace};
+use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
+use crate::pace::Pace;
 
 /// How one connection's forwards leave: its call and the headers of its upgrade request.
 pub(crate) struct Forwarder {

@@ -17,7 +17,8 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tower_service::Service;
 
 use crate::envelope::Envelope;
-use crate::hub::{Hub, Pace};
+use crate::hub::Hub;
+use crate::pace::Pace;
 
 /// The publish endpoint before it has been told how to authenticate; not yet a service.
 ///
@@ -153,11 +154,14 @@ impl PublishService {
             Ok(envelopes) => envelopes,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let mut pace = Pace::default();
+        // The caller waits, rather than readers being closed, while a target is far behind
+        // and still reading.
+        let mut pace = Pace::patient(self.hub.config().stall_timeout);
         let mut delivered = 0;
         for envelope in &envelopes {
-            delivered += self.hub.send(envelope);
-            pace.tick().await;
+            let routed = self.hub.route(envelope);
+            delivered += routed.delivered;
+            pace.catch_up(routed.behind).await;
         }
         json(
             StatusCode::OK,
