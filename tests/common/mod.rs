@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 mod accept;
+pub mod raw_ws;
 pub use accept::serve_upgrades;
 
 use std::future::Future;
