@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  WAIT, expectThat, joinChat, lineTexts, say, seeLine, seePeople,
+  WAIT, expectThat, joinChat, lineTexts, newPage, say, seeLine, seePeople, waitOnline,
   startChat, stopChat,
 } from "./harness.mjs";
 
@@ -126,6 +126,29 @@ test("the people list follows joins and leaves, and tabs of one user count once"
   assert.equal(await ann.locator("#messages .note", { hasText: "bob joined" }).count(), 1,
     "bob's second tab was no arrival");
   assertNoProblems(ann);
+});
+
+test("the welcome form takes only the nicknames and room names the chat takes", async (t) => {
+  const [a] = await visitors(t, 1);
+  const page = await newPage(a);
+  await page.goto(`${base}/?room=theta`);
+  for (const [nick, room] of [["<b>ann</b>", "theta"], ["ann smith", "theta"], ["ann", "two words"], ["ann", "café"]]) {
+    await page.fill("#nick", nick);
+    await page.fill("#room", room);
+    await page.click("#join");
+    assert.ok(await page.locator("#welcome").isVisible(), `${nick} in ${room}: still on the welcome form`);
+    assert.ok(await page.locator("#app").isHidden());
+    assert.ok(await page.locator("#join-form").evaluate((form) => !form.checkValidity()), `${nick} in ${room} is invalid`);
+  }
+  // Any script for a nickname, and the longest names.
+  const nick = "Jürgen.K_-" + "é".repeat(22);
+  const room = "R".repeat(29) + "-_9";
+  await page.fill("#nick", nick);
+  await page.fill("#room", room);
+  await page.click("#join");
+  await waitOnline(page, "the page online with the longest names");
+  await seePeople(page, [nick]);
+  assertNoProblems(page);
 });
 
 test("a message with <script> and HTML renders as text", async (t) => {

@@ -38,8 +38,9 @@ test("the Web Connection page uses only Web Connection's names", async () => {
 
 test("a Web Connection page and a WsHub page chat in one room", async (t) => {
   const a = await browser.newContext();
+  const b = await browser.newContext();
   const w = await browser.newContext();
-  t.after(() => Promise.all([a.close(), w.close()]));
+  t.after(() => Promise.all([a.close(), b.close(), w.close()]));
 
   const ann = await joinChat(a, base, "ann", "compat");
   await say(ann, "said before walt came");
@@ -53,6 +54,7 @@ test("a Web Connection page and a WsHub page chat in one room", async (t) => {
   await expectThat("the Web Connection page's onOpenHandler", walt, () =>
     walt.locator("#status", { hasText: "connected to compat as walt" }).waitFor({ timeout: WAIT }));
   await seeLogLine(walt, "ann: said before walt came", "the room's history (initialmessages) on walt's page");
+  await seeLogLine(walt, "in compat: ann, walt", "who is in the room (userlist) on walt's page");
   await seePeople(ann, ["ann", "walt"], "ann sees walt in the room");
 
   // Web Connection page → WsHub page (createBroadcastMessage, addRecipient, send).
@@ -65,6 +67,25 @@ test("a Web Connection page and a WsHub page chat in one room", async (t) => {
   await say(ann, "welcome, walt");
   await seeLogLine(walt, "ann: welcome, walt", "walt gets ann's message");
 
+  // Arrivals and departures (userjoined, userleft).
+  const bob = await joinChat(b, base, "bob", "compat");
+  await seeLogLine(walt, "bob joined", "walt hears that bob came");
+  await bob.close();
+  await seeLogLine(walt, "bob left", "walt hears that bob left");
+
   assert.deepEqual(walt.problems, [], "errors in the Web Connection page's console");
   assert.deepEqual(ann.problems, [], "errors in the chat page's console");
+});
+
+test("the Web Connection page shows why a room name is refused", async (t) => {
+  const w = await browser.newContext();
+  t.after(() => w.close());
+  const walt = await newPage(w);
+  await walt.goto(`${base}/webconnection`);
+  await walt.fill("#group", "no spaces here");
+  await walt.fill("#user", "walt");
+  await walt.click("#connect");
+  await seeLogLine(walt, "not let into no spaces here: a room name is 1 to 32 letters (a-z, A-Z), digits, '-' or '_'",
+    "the handler's reason (refused) on walt's page");
+  assert.deepEqual(walt.problems, [], "errors in the Web Connection page's console");
 });

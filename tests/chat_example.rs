@@ -1,15 +1,26 @@
 //! The chat example's rooms (examples/chat/rooms/) behind a real hub on 127.0.0.1: chat messages
-//! go through the handler to the room, newcomers get the history, the room learns who comes and
-//! goes, private messages reach only their user's tabs and the sender's, bad messages are
-//! refused, and pages cannot bypass the handler.
+//! go through the handler to the room, newcomers get a bounded history, the room learns who comes
+//! and goes one person at a time, private messages reach only their user's tabs and the sender's,
+//! bad messages, names and rooms past the limit are refused, empty rooms are removed, and pages
+//! cannot bypass the handler.
 
 mod common;
 
 #[path = "../examples/chat/rooms/mod.rs"]
 mod rooms;
 
-use common::{Client, TestServer};
+use std::time::Duration;
+
+use common::{within, Client, TestServer};
 use serde_json::{json, Value};
+
+/// The most a join's `initialmessages` frame may be: the history's documented 32 KiB (as JSON,
+/// rooms/room.rs) and the envelope around it.
+const JOIN_BOUND: usize = 33 * 1024;
+/// What a socket with a bad room name is told.
+const ROOM_RULE: &str = "a room name is 1 to 32 letters (a-z, A-Z), digits, '-' or '_'";
+/// What a socket with a bad nickname is told.
+const NICKNAME_RULE: &str = "a nickname is 1 to 32 letters, digits, '-', '_' or '.'";
 
 /// The example's hub and routes: the handler, and a publish endpoint with [`common::TOKEN`].
 async fn server() -> TestServer {
@@ -29,16 +40,42 @@ struct Joined {
 }
 
 /// Connects to `room` as `user`, reads `__connected`, the `initialmessages` history and the
-/// `userlist`, both addressed to this connection or its room.
+/// `userlist`: who is in the room, the newcomer included.
 async fn enter(server: &TestServer, room: &str, user: &str) -> Joined {
     let mut client = server
-        .connect(&format!("?groupId={room}&userId={user}"))
+        .connect(&format!(
+            "?groupId={}&userId={}",
+            percent_encoded(room),
+            percent_encoded(user)
+        ))
         .await;
-    let initial = client.recv_action("initialmessages").await;
-    assert_eq!(
-        initial["recipients"],
-        json!([{"type": "connection", "value": client.id}])
+    let initial = client.recv().await;
+    let joined = admitted(client, initial, room).await;
+    assert!(
+        joined
+            .people
+            .as_array()
+            .is_some_and(|p| p.contains(&json!(user))),
+        "{user} is listed in {room}: {}",
+        joined.people
     );
+    joined
+}
+
+/// `text` for a query string: every byte but ASCII letters and digits percent-encoded.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => char::from(b).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Reads what a socket let into `room` gets: the history (`initial`, read already), then the
+/// list of who is there.
+async fn admitted(mut client: Client, initial: Value, room: &str) -> Joined {
+    assert_eq!(initial["action"], "initialmessages", "{initial}");
     let history = initial["message"]
         .as_array()
         .unwrap_or_else(|| panic!("initialmessages holds an array: {initial}"))
@@ -58,15 +95,55 @@ async fn join(server: &TestServer, room: &str, user: &str) -> (Client, Vec<Value
     (joined.client, joined.history)
 }
 
-/// The next envelope other than a `userlist` (people coming and going), which must have `action`.
-async fn recv_skipping_userlists(client: &mut Client, action: &str) -> Value {
+/// The next envelope other than a `userjoined` or `userleft` (people coming and going), which
+/// must have `action`.
+async fn recv_skipping_presence(client: &mut Client, action: &str) -> Value {
     loop {
         let envelope = client.recv().await;
-        if envelope["action"] != "userlist" || action == "userlist" {
+        let presence = envelope["action"] == "userjoined" || envelope["action"] == "userleft";
+        if !presence || envelope["action"] == action {
             assert_eq!(envelope["action"], action, "unexpected envelope {envelope}");
             return envelope;
         }
     }
+}
+
+/// Connects with `query` and expects to be turned away: returns the socket and the reason.
+async fn turned_away(server: &TestServer, query: &str) -> (Client, String) {
+    let mut client = server.connect(query).await;
+    let answer = client.recv_action("refused").await;
+    let reason = answer["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the reason is a string: {answer}"))
+        .to_owned();
+    (client, reason)
+}
+
+/// Connects with `query` until the socket is let in (a room of the chat's may be on its way out:
+/// its last socket has closed, and the handler hears of it in its own time).
+async fn admitted_once_a_room_is_free(server: &TestServer, room: &str, user: &str) -> Joined {
+    let query = format!("?groupId={room}&userId={user}");
+    within(&format!("a socket with {query} let in"), async {
+        loop {
+            let mut client = server.connect(&query).await;
+            let answer = client.recv().await;
+            if answer["action"] != "refused" {
+                return admitted(client, answer, room).await;
+            }
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// One socket in each of the chat's [`rooms::MAX_ROOMS`] rooms, `room-0`, `room-1`, …
+async fn fill_the_chat(server: &TestServer) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(rooms::MAX_ROOMS);
+    for i in 0..rooms::MAX_ROOMS {
+        clients.push(join(server, &format!("room-{i}"), "filler").await.0);
+    }
+    clients
 }
 
 /// What the page sends.
@@ -91,15 +168,15 @@ async fn whisper(client: &mut Client, user: &str, text: &str) {
         .await;
 }
 
-/// The next envelope but `userlist`s is a chat line; returns its message `{user, text, time}`.
+/// The next envelope but presence changes is a chat line; returns its message `{user, text, time}`.
 async fn chat_line(client: &mut Client) -> Value {
-    let envelope = recv_skipping_userlists(client, "broadcastchatmessage").await;
+    let envelope = recv_skipping_presence(client, "broadcastchatmessage").await;
     envelope["message"].clone()
 }
 
-/// The next envelope but `userlist`s is `__error` `forbidden`; returns its detail.
+/// The next envelope but presence changes is `__error` `forbidden`; returns its detail.
 async fn refused(client: &mut Client) -> String {
-    let error = recv_skipping_userlists(client, "__error").await;
+    let error = recv_skipping_presence(client, "__error").await;
     assert_eq!(error["message"]["code"], "forbidden", "{error}");
     error["message"]["detail"]
         .as_str()
@@ -107,12 +184,12 @@ async fn refused(client: &mut Client) -> String {
         .to_owned()
 }
 
-/// Proves that nothing but `userlist`s was routed to `clients` so far: a marker is the next
+/// Proves that nothing but presence changes was routed to `clients` so far: a marker is the next
 /// envelope each of them gets after those.
 async fn heard_nothing(server: &TestServer, clients: &mut [&mut Client]) {
     server.send_marker();
     for client in clients {
-        recv_skipping_userlists(client, "marker").await;
+        recv_skipping_presence(client, "marker").await;
     }
 }
 
@@ -259,10 +336,7 @@ async fn without_user_or_room_it_is_anonymous_in_the_lobby() {
     // Put in the lobby, it is listed there and hears it.
     let list = nobody.recv_action("userlist").await;
     assert_eq!(list["message"], json!(["ann", "anonymous"]));
-    assert_eq!(
-        ann.recv_action("userlist").await["message"],
-        list["message"]
-    );
+    assert_eq!(ann.recv_action("userjoined").await["message"], "anonymous");
 
     say(&mut nobody, "lobby", "hello").await;
     let line = chat_line(&mut ann).await;
@@ -299,8 +373,18 @@ async fn published_chat_lines_reach_the_room() {
     assert_eq!(chat_line(&mut ann).await, line);
 }
 
+/// Proves that nothing at all was routed to `clients` so far: a marker is the next envelope.
+async fn heard_nothing_at_all(server: &TestServer, clients: &mut [&mut Client]) {
+    server.send_marker();
+    for client in clients {
+        client.recv_action("marker").await;
+    }
+}
+
+// Fails on the chat before presence changes: the room got the whole `userlist` on every arrival
+// and departure.
 #[tokio::test]
-async fn the_room_learns_who_comes_and_goes_and_tabs_count_once() {
+async fn the_room_hears_one_arrival_or_departure_and_only_the_newcomer_gets_the_list() {
     let server = server().await;
     let Joined {
         client: mut ann,
@@ -309,47 +393,179 @@ async fn the_room_learns_who_comes_and_goes_and_tabs_count_once() {
     } = enter(&server, "p", "ann").await;
     assert_eq!(people, json!(["ann"]));
     assert!(history.is_empty());
+    // A user of the same name in another room is someone else, and hears nothing of room p.
+    let mut elsewhere = enter(&server, "q", "bob").await;
 
-    // A newcomer: the whole room hears of it, sorted.
+    // A newcomer gets the whole list, sorted; the room hears of one person, and only once.
     let mut bob = enter(&server, "p", "bob").await;
     assert_eq!(bob.people, json!(["ann", "bob"]));
-    let list = ann.recv_action("userlist").await;
-    assert_eq!(list["message"], json!(["ann", "bob"]));
-    assert_eq!(list["groupId"], "p");
-    assert_eq!(list["recipients"], json!([{"type": "group", "value": "p"}]));
+    let joined = ann.recv_action("userjoined").await;
+    assert_eq!(
+        (&joined["message"], &joined["groupId"]),
+        (&json!("bob"), &json!("p")),
+        "{joined}"
+    );
+    heard_nothing_at_all(
+        &server,
+        &mut [&mut ann, &mut bob.client, &mut elsewhere.client],
+    )
+    .await;
 
-    // Another tab of bob's is no newcomer: only that tab is told who is there. Another room,
-    // even with a user of the same name, is a room of its own.
+    // Another tab of bob's is no newcomer: it gets the list, and nobody else hears a thing.
     let mut bob2 = enter(&server, "p", "bob").await;
     assert_eq!(bob2.people, json!(["ann", "bob"]));
-    let mut elsewhere = enter(&server, "q", "ann").await;
-    assert_eq!(elsewhere.people, json!(["ann"]));
-    server.send_marker();
-    for client in [
-        &mut ann,
-        &mut bob.client,
-        &mut bob2.client,
-        &mut elsewhere.client,
-    ] {
-        client.recv_action("marker").await;
-    }
+    heard_nothing_at_all(
+        &server,
+        &mut [
+            &mut ann,
+            &mut bob.client,
+            &mut bob2.client,
+            &mut elsewhere.client,
+        ],
+    )
+    .await;
 
     // Bob closes one tab, then the other: the room hears once, when his last tab has gone,
     // whichever of the two departures the handler sees first.
     drop(bob.client);
     drop(bob2.client);
-    let list = ann.recv_action("userlist").await;
-    assert_eq!(list["message"], json!(["ann"]));
-    server.send_marker();
-    ann.recv_action("marker").await;
-    elsewhere.client.recv_action("marker").await;
+    let left = ann.recv_action("userleft").await;
+    assert_eq!(
+        (&left["message"], &left["groupId"]),
+        (&json!("bob"), &json!("p")),
+        "{left}"
+    );
+    heard_nothing_at_all(&server, &mut [&mut ann, &mut elsewhere.client]).await;
 
     // Back with one tab: the room hears of it again.
     let bob = enter(&server, "p", "bob").await;
     assert_eq!(bob.people, json!(["ann", "bob"]));
+    assert_eq!(ann.recv_action("userjoined").await["message"], "bob");
+}
+
+// Fails on the chat before the byte bound: 50 lines of 2,000 "é" made a 200 KB frame.
+#[tokio::test]
+async fn what_a_newcomer_is_sent_is_bounded_in_bytes() {
+    let server = server().await;
+    let (mut ann, _) = join(&server, "big", "ann").await;
+    // The longest messages (2,000 characters, 4,000 bytes), numbered.
+    let text = |i: usize| format!("{i:02}{}", "é".repeat(1998));
+    for i in 0..50 {
+        say(&mut ann, "big", &text(i)).await;
+    }
+    for i in 0..50 {
+        assert_eq!(chat_line(&mut ann).await["text"], text(i));
+    }
+
+    let mut bob = server.connect("?groupId=big&userId=bob").await;
+    let frame = bob.recv_text().await;
+    assert!(
+        frame.len() <= JOIN_BOUND,
+        "a newcomer was sent {} bytes of history, over {JOIN_BOUND}",
+        frame.len()
+    );
+    let initial: Value = serde_json::from_str(&frame).expect("JSON");
+    assert_eq!(initial["action"], "initialmessages");
+    // The newest lines, oldest first, as many as fit.
+    let texts: Vec<&str> = initial["message"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|l| l["text"].as_str().expect("a text"))
+        .collect();
+    assert!(texts.len() >= 5, "only {} lines were kept", texts.len());
+    let expected: Vec<String> = (50 - texts.len()..50).map(text).collect();
+    assert_eq!(texts, expected);
+}
+
+// Fails on the chat before the room limit: every room name made a room.
+#[tokio::test]
+async fn past_the_room_limit_a_new_room_is_refused_and_an_existing_one_is_not() {
+    let server = server().await;
+    let mut fillers = fill_the_chat(&server).await;
+
+    let (mut late, reason) = turned_away(&server, "?groupId=one-too-many&userId=ann").await;
     assert_eq!(
-        ann.recv_action("userlist").await["message"],
-        json!(["ann", "bob"])
+        reason,
+        format!(
+            "the chat has {} rooms, its limit: join one of them, or try again later",
+            rooms::MAX_ROOMS
+        )
+    );
+    // The socket is in no room: what it says is refused, and nobody hears of it.
+    say(&mut late, "one-too-many", "hello?").await;
+    assert_eq!(refused(&mut late).await, "you are not in a room");
+    heard_nothing_at_all(&server, &mut [&mut late, &mut fillers[0]]).await;
+
+    // Still the limit: a refused room was not made.
+    turned_away(&server, "?groupId=another-one&userId=ann").await;
+    // An existing room takes newcomers.
+    let mut ann = enter(&server, "room-0", "ann").await;
+    assert_eq!(ann.people, json!(["ann", "filler"]));
+    say(&mut ann.client, "room-0", "made it").await;
+    assert_eq!(chat_line(&mut fillers[0]).await["text"], "made it");
+}
+
+// Fails on the chat before rooms were removed: an abandoned room kept its history for good.
+#[tokio::test]
+async fn a_room_is_removed_with_its_history_when_its_last_person_leaves() {
+    let server = server().await;
+    let mut fillers = fill_the_chat(&server).await;
+    say(&mut fillers[0], "room-0", "remember me?").await;
+    chat_line(&mut fillers[0]).await;
+
+    // Room 0 empties: its place is free for a new room.
+    drop(fillers.remove(0));
+    let fresh = admitted_once_a_room_is_free(&server, "fresh", "ann").await;
+    assert_eq!(fresh.people, json!(["ann"]));
+    assert!(fresh.history.is_empty());
+
+    // Room 1 empties too: room 0, made anew in its place, has no history.
+    drop(fillers.remove(0));
+    let again = admitted_once_a_room_is_free(&server, "room-0", "bob").await;
+    assert_eq!(again.people, json!(["bob"]));
+    assert_eq!(
+        again.history,
+        Vec::<Value>::new(),
+        "room 0's history went with it"
+    );
+}
+
+// Fails on the chat before names were checked: any room name and nickname was let in.
+#[tokio::test]
+async fn bad_room_names_and_nicknames_are_refused_with_the_rule() {
+    let server = server().await;
+    let mut ann = enter(&server, "lobby", "ann").await;
+    let long = "x".repeat(33);
+    let bad = [
+        (format!("?groupId={long}&userId=bob"), ROOM_RULE),
+        ("?groupId=two%20words&userId=bob".to_owned(), ROOM_RULE),
+        ("?groupId=caf%C3%A9&userId=bob".to_owned(), ROOM_RULE),
+        ("?groupId=lobby&userId=".to_owned() + &long, NICKNAME_RULE),
+        ("?groupId=lobby&userId=%3Cb%3Ebob".to_owned(), NICKNAME_RULE),
+        (
+            "?groupId=lobby&userId=bob%20smith".to_owned(),
+            NICKNAME_RULE,
+        ),
+        ("?userId=bob%E2%80%8B".to_owned(), NICKNAME_RULE),
+    ];
+    for (query, rule) in bad {
+        let (mut socket, reason) = turned_away(&server, &query).await;
+        assert_eq!(reason, rule, "{query}");
+        say(&mut socket, "lobby", "let me in").await;
+        assert_eq!(refused(&mut socket).await, "you are not in a room");
+        heard_nothing_at_all(&server, &mut [&mut socket, &mut ann.client]).await;
+    }
+
+    // At the limits: 32 characters, any script for a nickname, '-', '_' and '.'.
+    let room = format!("{}-_9", "R".repeat(29));
+    let nickname = format!("Jürgen.K_-{}", "é".repeat(22));
+    let mut jurgen = enter(&server, &room, &nickname).await;
+    assert_eq!(jurgen.people, json!([nickname]));
+    say(&mut jurgen.client, &room, "hallo").await;
+    assert_eq!(
+        chat_line(&mut jurgen.client).await["user"],
+        nickname.as_str()
     );
 }
 
@@ -365,7 +581,7 @@ async fn a_private_message_reaches_only_its_user_and_the_senders_tabs() {
     let (mut bob_elsewhere, _) = join(&server, "s", "bob").await;
 
     whisper(&mut ann, "bob", "<i>just</i> between us").await;
-    let envelope = recv_skipping_userlists(&mut bob, "broadcastchatmessage").await;
+    let envelope = recv_skipping_presence(&mut bob, "broadcastchatmessage").await;
     let line = &envelope["message"];
     assert_eq!(line["user"], "ann");
     assert_eq!(line["to"], "bob", "marked private: {line}");

@@ -3,6 +3,11 @@
 //! socket path, a handler that every chat message and every socket's arrival and departure go
 //! through (`rooms/`: checks, escaping, history, presence), and one publish endpoint.
 //!
+//! What a visitor can make the chat keep is bounded: at most 100 rooms (a room goes, history
+//! and all, when its last person leaves), room names and nicknames of at most 32 characters, and
+//! a history of the last 50 messages and at most 32 KiB per room, which is what a newcomer is
+//! sent. A socket whose room or nickname is refused is told why (`refused`); the page shows it.
+//!
 //! | path | what |
 //! |---|---|
 //! | `/` | the chat page |

@@ -1,24 +1,35 @@
 //! The chat rooms: the handler the hub forwards socket messages to, each room's recent history,
 //! and who is in each room. The action names are those of West Wind Web Connection's chat sample,
-//! plus `userlist`.
+//! plus `userlist`, `userjoined`, `userleft` and `refused`.
 //!
 //! | the hub forwards | the handler |
 //! |---|---|
 //! | `broadcastchatmessage`, message = the text | answers `broadcastchatmessage` `{user, text, time}` to the room and keeps it in the room's history |
 //! | the same with one `user` recipient | answers `broadcastchatmessage` `{user, text, time, to}` to that user's connections in the room and the sender's own; not kept |
-//! | `__connect` | sends the connection `initialmessages` (the history, oldest first), then `userlist` (who is in the room, sorted) to the room, or to the newcomer alone when its user was there already |
-//! | `__disconnect` | sends `userlist` to the room when the user's last connection there ended |
+//! | `__connect` | lets the connection into its room: sends it `initialmessages` (the history, oldest first) and `userlist` (who is in the room, sorted, itself included), and, when its user was not there yet, sends the rest of the room `userjoined` with the user's name. Or turns it away: answers it `refused` with the reason |
+//! | `__disconnect` | when the user's last connection in the room ended, sends the room `userleft` with the user's name, and removes the room if nobody is left in it, history and all |
 //!
-//! A message that breaks a rule is answered with 403 and the reason, which the sender receives as
-//! `__error` `forbidden`. The room is the sender's `groupId` ("lobby" without one: such a socket
-//! is put in the lobby when it connects) and the user its `userId` ("anonymous" without one), both
-//! as the hub knows them: what the envelope says is ignored.
+//! A socket is turned away when its room name or nickname breaks the rules ([`names`]: at most
+//! 32 characters, a room of letters, digits, `-` and `_`, a nickname of letters and digits of any
+//! script, `-`, `_` and `.`), or when its room is a new one and the chat has [`MAX_ROOMS`] already.
+//! It stays open but in no room: the page shows the reason and closes it.
 //!
-//! Presence changes are sent with [`Hub::send`] while the rooms are locked, so every socket sees
-//! them in the order they happened (answers of forwards from different sockets are routed
-//! concurrently, and two `userlist` answers could overtake each other).
+//! The history sent to a newcomer is the room's last 50 messages, fewer when they would take over
+//! 32 KiB ([`room`]); a message is at most 2,000 characters ([`line`]).
+//!
+//! A message that breaks a rule, or comes from a socket that is in no room, is answered with 403
+//! and the reason, which the sender receives as `__error` `forbidden`. The room is the sender's
+//! `groupId` ("lobby" without one: such a socket is put in the lobby when it is let in) and the
+//! user its `userId` ("anonymous" without one), both as the hub knows them: what the envelope
+//! says is ignored.
+//!
+//! Presence is sent with [`Hub::send`] while the rooms are locked, so every socket sees the
+//! changes in the order they happened, and a newcomer's `userlist` is followed by exactly the
+//! changes after it (answers of forwards from different sockets are routed concurrently, and
+//! could overtake each other).
 
 mod line;
+mod names;
 mod room;
 
 use std::collections::{BTreeSet, HashMap};
@@ -42,8 +53,16 @@ const FORWARD_PATH: &str = "/hub/chat";
 const CHAT: &str = "broadcastchatmessage";
 /// The room's history, sent to a socket when it opens.
 const INITIAL: &str = "initialmessages";
-/// Who is in the room: a sorted array of user names.
+/// Who is in the room: a sorted array of user names, to a socket let in.
 const USERLIST: &str = "userlist";
+/// A user came into the room (its first connection there): the user's name.
+const USERJOINED: &str = "userjoined";
+/// A user left the room (its last connection there ended): the user's name.
+const USERLEFT: &str = "userleft";
+/// Why a socket was not let into its room: a sentence for the page to show.
+const REFUSED: &str = "refused";
+/// The most rooms at once; a room exists while someone is in it.
+pub(crate) const MAX_ROOMS: usize = 100;
 const DEFAULT_ROOM: &str = "lobby";
 const ANONYMOUS: &str = "anonymous";
 
@@ -79,7 +98,8 @@ struct Chat {
     rooms: Arc<Mutex<HashMap<String, Room>>>,
 }
 
-/// Why a message is refused: the sender receives it as `__error` `forbidden`.
+/// Why a message or a socket is refused: a message's sender receives it as `__error`
+/// `forbidden`, a socket turned away as `refused`.
 type Refusal = String;
 
 async fn forwarded(
@@ -106,23 +126,21 @@ impl Chat {
     fn message(&self, envelope: &Envelope, sender: &ConnectionInfo) -> Result<Response, Refusal> {
         let line = Line::from_message(envelope, name_of(sender))?;
         let reply = match addressee(envelope)? {
-            None => self.to_room(line, room_of(sender)),
+            None => self.to_room(line, sender)?,
             Some(user) => self.to_user(line, user, sender)?,
         };
         Ok(Json(reply).into_response())
     }
 
     /// A line for the room: kept in its history and sent to everyone in it.
-    fn to_room(&self, line: Line, room: &str) -> Envelope {
-        self.rooms()
-            .entry(room.to_owned())
-            .or_default()
-            .remember(line.clone());
-        Envelope::new(CHAT)
+    fn to_room(&self, line: Line, sender: &ConnectionInfo) -> Result<Envelope, Refusal> {
+        let room = room_of(sender);
+        joined(&mut self.rooms(), sender)?.remember(line.clone());
+        Ok(Envelope::new(CHAT)
             .with_message(&line)
             .to(Recipient::group(room))
             .from_user(line.user)
-            .from_group(room)
+            .from_group(room))
     }
 
     /// A private line: to `user`'s connections in the sender's room, and to the sender's own
@@ -138,13 +156,11 @@ impl Chat {
         }
         let room = room_of(sender);
         let connections: BTreeSet<ConnectionId> = {
-            let rooms = self.rooms();
-            let Some(state) = rooms
-                .get(room)
-                .filter(|r| r.connections_of(user).next().is_some())
-            else {
+            let mut rooms = self.rooms();
+            let state = joined(&mut rooms, sender)?;
+            if state.connections_of(user).next().is_none() {
                 return Err(format!("{user} is not in this room"));
-            };
+            }
             state
                 .connections_of(user)
                 .chain(state.connections_of(&sender.user_id))
@@ -161,51 +177,92 @@ impl Chat {
         }))
     }
 
-    /// A socket opened: it gets the room's history, and the room learns who is in it.
+    /// A socket opened: let in, it gets the room's history and who is there, and the room
+    /// learns of its user; turned away, it gets the reason.
     fn connected(&self, sender: &ConnectionInfo) -> Response {
-        let room = room_of(sender);
-        let id = sender.connection_id;
+        let (room, name, id) = (room_of(sender), name_of(sender), sender.connection_id);
+        let mut rooms = self.rooms();
+        if let Err(reason) = admissible(&rooms, room, name) {
+            let answer = Envelope::new(REFUSED)
+                .with_message(&reason)
+                .to(Recipient::connection(id))
+                .from_group(room);
+            return Json(answer).into_response();
+        }
         if sender.group_id().is_empty() {
             // So that it hears the lobby it talks to.
             self.hub.join(id, room);
         }
-        let mut rooms = self.rooms();
         let state = rooms.entry(room.to_owned()).or_default();
-        let newcomer = state.enter(name_of(sender), id);
+        let newcomer = state.enter(name, id);
+        let to_it = Recipient::connection(id);
         self.hub.send(
             &Envelope::new(INITIAL)
                 .with_message(&state.history())
-                .to(Recipient::connection(id)),
+                .to(to_it.clone())
+                .from_group(room),
         );
-        let to = if newcomer {
-            Recipient::group(room)
-        } else {
-            // Another tab of someone already listed: only it needs the list.
-            Recipient::connection(id)
-        };
-        self.hub.send(&userlist(room, state).to(to));
+        self.hub.send(
+            &Envelope::new(USERLIST)
+                .with_message(&state.people())
+                .to(to_it)
+                .from_group(room),
+        );
+        if newcomer {
+            self.hub.send(
+                &Envelope::new(USERJOINED)
+                    .with_message(name)
+                    .to(Recipient::group(room))
+                    .to(Recipient::all_but_connection(id))
+                    .from_group(room),
+            );
+        }
         StatusCode::NO_CONTENT.into_response()
     }
 
-    /// A socket ended: the room learns when its user has left.
+    /// A socket ended: the room learns when its user has left, and goes when nobody is left.
     fn disconnected(&self, sender: &ConnectionInfo) -> Response {
-        let room = room_of(sender);
+        let (room, name) = (room_of(sender), name_of(sender));
         let mut rooms = self.rooms();
         if let Some(state) = rooms.get_mut(room) {
-            if state.leave(name_of(sender), sender.connection_id) {
-                self.hub
-                    .send(&userlist(room, state).to(Recipient::group(room)));
+            if state.leave(name, sender.connection_id) {
+                self.hub.send(
+                    &Envelope::new(USERLEFT)
+                        .with_message(name)
+                        .to(Recipient::group(room))
+                        .from_group(room),
+                );
+                if state.is_empty() {
+                    rooms.remove(room);
+                }
             }
         }
         StatusCode::NO_CONTENT.into_response()
     }
 }
 
-/// `userlist` with who is in `room`, without recipients.
-fn userlist(room: &str, state: &Room) -> Envelope {
-    Envelope::new(USERLIST)
-        .with_message(&state.people())
-        .from_group(room)
+/// Whether a socket of `name` may come into `room`: both names follow the rules, and the room
+/// exists or there is space for it.
+fn admissible(rooms: &HashMap<String, Room>, room: &str, name: &str) -> Result<(), Refusal> {
+    names::check_room(room)?;
+    names::check_nickname(name)?;
+    if rooms.len() >= MAX_ROOMS && !rooms.contains_key(room) {
+        return Err(format!(
+            "the chat has {MAX_ROOMS} rooms, its limit: join one of them, or try again later"
+        ));
+    }
+    Ok(())
+}
+
+/// The sender's room, when the sender was let into it.
+fn joined<'a>(
+    rooms: &'a mut HashMap<String, Room>,
+    sender: &ConnectionInfo,
+) -> Result<&'a mut Room, Refusal> {
+    rooms
+        .get_mut(room_of(sender))
+        .filter(|state| state.has(name_of(sender), sender.connection_id))
+        .ok_or_else(|| "you are not in a room".to_owned())
 }
 
 /// The user a chat message is privately for: the value of its one `user` recipient, or `None`
