@@ -59,6 +59,7 @@ mod pipeline;
 mod publish;
 mod registry;
 mod routing;
+mod server;
 
 pub use config::HubBuilder;
 pub use envelope::{Envelope, Recipient, RecipientKind};
@@ -75,6 +76,7 @@ pub use info::ConnectionInfo;
 pub use layer::{HubLayer, HubService, RequestBody, ResponseFuture};
 pub use publish::{PublishEndpoint, PublishService};
 pub use routing::EmptyRecipients;
+pub use server::{serve, Serve};
 
 /// The README's examples compile as doc tests, so the quick start cannot drift from the API.
 #[cfg(doctest)]
