@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Smoke test of examples/chat, over real HTTP on 127.0.0.1 only: the page, the publish endpoint
 # and its bearer token, the chat handler's route, one raw WebSocket on /ws (which gets the room's
-# history when it opens), and a graceful exit on SIGTERM that closes the socket with 1001. Called
-# by .ci/run; needs cargo, curl and coreutils. Chat between sockets, through the handler, is
-# tested in tests/chat_example.rs.
+# history when it opens), and a graceful exit on SIGTERM that closes the socket with 1001, even
+# with a half-sent request and an idle keep-alive connection open. Called by .ci/run; needs
+# cargo, curl and coreutils. Chat between sockets, through the handler, is tested in
+# tests/chat_example.rs.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
 STARTUP_TIMEOUT=60 # s for the example to print its address
-EXIT_TIMEOUT=20    # s for it to exit after SIGTERM (sockets get up to 2 s to answer the close)
+EXIT_TIMEOUT=20    # s for it to exit after SIGTERM: sockets get up to 2 s to answer the close,
+                   # then HTTP connections up to the server's 10 s shutdown deadline
 
 note() { echo "smoke-chat: $*"; }
 fail() {
@@ -127,7 +129,19 @@ code=$(publish -H "Authorization: Bearer $token")
 until_ok 10 "the published message on the socket" received '"text":"smoke test"'
 note "a socket on /ws?groupId=lobby gets the published envelope"
 
-# Graceful shutdown: exit status 0 within EXIT_TIMEOUT, and the socket closed with 1001.
+# Two connections that used to stop a graceful shutdown forever: one that sent half a request
+# head and nothing more, one kept alive and idle after a request.
+port=${addr##*:}
+exec 3<>"/dev/tcp/127.0.0.1/$port" || fail "cannot open a raw connection to $addr"
+printf 'GET / HTTP/1.1\r\nHost: smoke\r\n' >&3
+exec 4<>"/dev/tcp/127.0.0.1/$port" || fail "cannot open a raw connection to $addr"
+printf 'GET / HTTP/1.1\r\nHost: smoke\r\n\r\n' >&4
+IFS= read -r -t 10 status_line <&4 || fail "no answer on the keep-alive connection"
+[[ $status_line == "HTTP/1.1 200"* ]] || fail "GET / on the keep-alive connection: $status_line"
+note "a half-sent request and an idle keep-alive connection are open"
+
+# Graceful shutdown: exit status 0 within EXIT_TIMEOUT despite them, and the socket closed with
+# 1001.
 note "sending SIGTERM"
 kill -TERM "$server_pid"
 (
@@ -145,6 +159,7 @@ kill -TERM "$watchdog" 2>/dev/null || true
 wait "$watchdog" 2>/dev/null || true
 [[ $rc -ne 137 ]] || fail "the example did not exit within ${EXIT_TIMEOUT} s of SIGTERM"
 [[ $rc -eq 0 ]] || fail "the example exited with status $rc after SIGTERM, not 0"
+exec 3>&- 4>&-
 
 wait "$ws_pid" 2>/dev/null || true
 ws_pid=""

@@ -1,5 +1,6 @@
-//! The hub in a plain hyper 1 server, without axum: the application is a `tower::service_fn`, the
-//! hub's layer wraps it, and hyper-util's `auto::Builder` serves each connection with upgrades.
+//! The hub without axum: the application is a `tower::service_fn` on hyper's request and body
+//! types, the hub's layer wraps it, and `wshub::serve` (hyper 1's HTTP/1 server with upgrades,
+//! header-read and keep-alive limits and a shutdown deadline) serves it.
 //!
 //! ```text
 //! cargo run --example hyper_server             # then open http://127.0.0.1:3001
@@ -18,32 +19,23 @@
 //! | `/ws` | the WebSocket (`?groupId=G&userId=U`); `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | `POST` an envelope with `Authorization: Bearer <token>` (see `backend_publish.sh`) |
 //!
-//! On Ctrl-C or SIGTERM it stops accepting, closes every socket with 1001, lets the HTTP
-//! connections finish what they are doing, and exits 0.
+//! On Ctrl-C or SIGTERM it closes every socket with 1001, stops accepting, lets the HTTP
+//! connections finish what they are doing (10 s at most), and exits 0.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, IsTerminal};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt};
 use tracing_subscriber::EnvFilter;
 use wshub::{Hub, PublishService, RequestBody};
 
-/// How long open HTTP connections get to finish after the sockets are closed.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-const PAGE: &str = r#"wshub in a plain hyper server
+const PAGE: &str = r#"wshub without axum
 
   GET  /ws?groupId=G&userId=U   the WebSocket (its first envelope is __connected)
   GET  /ws/wshub.js             the browser client (an ES module); /ws/wshub.d.ts, its types
@@ -102,65 +94,11 @@ async fn main() -> io::Result<()> {
         );
     }
 
-    // Every HTTP connection runs in `connections`; `draining` tells them to finish up.
-    let (draining_tx, draining) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(signal);
-    loop {
-        let stream = tokio::select! {
-            () = &mut signal => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // Small frames go out at once, not after the previous one's ACK (Nagle).
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!("TCP_NODELAY not set: {e}");
-                    }
-                    stream
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let service = TowerToHyperService::new(service.clone());
-        let mut draining = draining.clone();
-        connections.spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = async { _ = draining.wait_for(|&d| d).await; } => {
-                    // Answer what is in flight, then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!("connection ended with an error: {e}");
-            }
-        });
-        // Forget connections that are done, so the set does not grow for the server's life.
-        while connections.try_join_next().is_some() {}
-    }
-
-    tracing::info!("shutting down");
-    drop(listener);
-    // Every socket gets close 1001 (going away); waits until they are closed, or the hub's
-    // shutdown timeout.
-    hub.shutdown().await;
-    draining_tx.send_replace(true);
-    let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "HTTP connections still open after {DRAIN_TIMEOUT:?}; closing them"
-        );
-        connections.shutdown().await;
-    }
+    // On Ctrl-C or SIGTERM: every socket gets close 1001 (going away), then the server stops
+    // accepting, lets the requests in flight finish, and returns within its shutdown deadline.
+    wshub::serve(listener, service)
+        .with_graceful_shutdown(hub.shutdown_on(signal))
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -206,12 +144,14 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
+            tracing::info!("shutting down");
         })
     }
     #[cfg(not(unix))]
     {
         Ok(async {
             tokio::signal::ctrl_c().await.ok();
+            tracing::info!("shutting down");
         })
     }
 }

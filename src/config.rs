@@ -64,6 +64,7 @@ impl fmt::Debug for Callback {
 pub(crate) struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) max_publish_body: usize,
+    pub(crate) publish_body_timeout: Duration,
     pub(crate) max_pending_bytes: usize,
     pub(crate) stall_timeout: Duration,
     pub(crate) max_buffered_bytes: usize,
@@ -87,6 +88,7 @@ impl Default for Config {
         Self {
             max_message_size: 64 * 1024,
             max_publish_body: 1024 * 1024,
+            publish_body_timeout: Duration::from_secs(10),
             max_pending_bytes: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(15),
             max_buffered_bytes: 256 * 1024 * 1024,
@@ -113,6 +115,7 @@ impl Default for Config {
 /// |---|---|
 /// | [`max_message_size`](Self::max_message_size) | 64 KiB |
 /// | [`max_publish_body`](Self::max_publish_body) | 1 MiB |
+/// | [`publish_body_timeout`](Self::publish_body_timeout) | 10 s |
 /// | [`max_pending_bytes`](Self::max_pending_bytes) | 4 MiB per connection |
 /// | [`stall_timeout`](Self::stall_timeout) | 15 s |
 /// | [`max_buffered_bytes`](Self::max_buffered_bytes) | 256 MiB for the whole hub |
@@ -152,8 +155,22 @@ impl HubBuilder {
     }
 
     /// Largest body the publish endpoint reads; a bigger one is answered `413`.
+    ///
+    /// Before answering, the endpoint reads and discards up to as much again, so that a client
+    /// that sends its whole body before reading gets the `413` rather than a connection reset.
+    /// A body declared larger than twice the limit is not read: it is answered at once, with
+    /// `Connection: close`, and a client that is still sending it may see a reset instead (one
+    /// that sends `Expect: 100-continue` gets the `413` before sending anything).
     pub fn max_publish_body(mut self, bytes: usize) -> Self {
         self.config.max_publish_body = bytes;
+        self
+    }
+
+    /// How long the publish endpoint waits for a whole request body, from the moment it starts
+    /// reading it; past it the request is answered `408` and the connection closed, so a client
+    /// that trickles its body holds nothing for long.
+    pub fn publish_body_timeout(mut self, timeout: Duration) -> Self {
+        self.config.publish_body_timeout = timeout;
         self
     }
 
@@ -332,6 +349,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.max_message_size, 64 * 1024);
         assert_eq!(c.max_publish_body, 1024 * 1024);
+        assert_eq!(c.publish_body_timeout, Duration::from_secs(10));
         assert_eq!(c.max_pending_bytes, 4 * 1024 * 1024);
         assert_eq!(c.stall_timeout, Duration::from_secs(15));
         assert_eq!(c.max_buffered_bytes, 256 * 1024 * 1024);

@@ -341,15 +341,15 @@ impl Hub {
         }
     }
 
-    /// A future for `axum::serve(..).with_graceful_shutdown(..)` (or any server's equivalent):
-    /// it waits for `signal`, then shuts the hub down, so every socket is closed with 1001 before
-    /// the server stops.
+    /// A future for [`serve(..).with_graceful_shutdown(..)`](crate::Serve::with_graceful_shutdown)
+    /// (or `axum::serve`'s, or any server's equivalent): it waits for `signal`, then shuts the hub
+    /// down, so every socket is closed with 1001 before the server stops.
     ///
     /// ```no_run
     /// # async fn run(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
     /// let hub = wshub::Hub::builder().build();
     /// let app = tower::Layer::layer(&hub.layer("/ws"), app);
-    /// axum::serve(listener, app)
+    /// wshub::serve(listener, app)
     ///     .with_graceful_shutdown(hub.shutdown_on(async { tokio::signal::ctrl_c().await.ok(); }))
     ///     .await
     /// # }

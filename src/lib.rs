@@ -20,7 +20,8 @@
 //! let app = hub.layer("/ws").layer(app);
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app)
+//! // `axum::serve` with header-read and keep-alive limits and a shutdown deadline.
+//! wshub::serve(listener, app)
 //!     .with_graceful_shutdown(hub.shutdown_on(async { tokio::signal::ctrl_c().await.ok(); }))
 //!     .await
 //! # }
@@ -34,8 +35,9 @@
 //! {"delivered":1}
 //! ```
 //!
-//! With plain hyper, serve connections with `serve_connection_with_upgrades` (hyper-util's
-//! `auto::Builder`), or the upgrade cannot complete.
+//! [`serve`] serves any tower service of hyper's requests, axum or not. With an accept loop of
+//! your own, serve connections with hyper's `serve_connection(..).with_upgrades()` (or
+//! hyper-util's `serve_connection_with_upgrades`), or the upgrade cannot complete.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +62,7 @@ mod pipeline;
 mod publish;
 mod registry;
 mod routing;
+mod server;
 mod websocket;
 
 pub use config::HubBuilder;
@@ -77,6 +80,7 @@ pub use info::ConnectionInfo;
 pub use layer::{HubLayer, HubService, RequestBody, ResponseFuture};
 pub use publish::{PublishEndpoint, PublishService};
 pub use routing::EmptyRecipients;
+pub use server::{serve, Serve};
 
 /// The README's examples compile as doc tests, so the quick start cannot drift from the API.
 #[cfg(doctest)]

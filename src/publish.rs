@@ -5,15 +5,16 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::envelope::Envelope;
@@ -137,13 +138,26 @@ impl PublishService {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return too_large(limit);
+        // Not worth reading: a client waiting for `100 Continue` has not sent it, and one that
+        // sends more than twice the limit gets the answer only if it reads while sending.
+        if declared.is_some_and(|n| {
+            n > limit as u64
+                && (expects_continue(request.headers()) || n > (limit as u64).saturating_mul(2))
+        }) {
+            return closing(too_large(limit));
         }
-        let body = match Limited::new(request.into_body(), limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return too_large(limit),
-            Err(_) => {
+        let deadline = Instant::now().checked_add(self.hub.config().publish_body_timeout);
+        let body = match read_body(request.into_body(), limit, deadline).await {
+            Read::Whole(body) => body,
+            Read::TooLarge { drained: true } => return too_large(limit),
+            Read::TooLarge { drained: false } => return closing(too_large(limit)),
+            Read::TimedOut => {
+                return closing(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                ))
+            }
+            Read::Failed => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "the request body could not be read",
@@ -192,6 +206,77 @@ impl PublishService {
         );
         Some(response)
     }
+}
+
+/// How a request body read ended.
+enum Read {
+    Whole(Bytes),
+    /// Over the limit; `drained` when the rest of it was read and discarded, so the connection
+    /// can carry the answer and further requests.
+    TooLarge {
+        drained: bool,
+    },
+    TimedOut,
+    Failed,
+}
+
+/// Reads a body of at most `limit` bytes before `deadline`. Past the limit it reads and discards
+/// up to `limit` bytes more (still before the deadline): a client that sends its whole body
+/// before reading the answer (most do, without `Expect: 100-continue`) then reads the `413`
+/// instead of a connection reset, which a close with unread data in the socket would cause.
+async fn read_body<B>(body: B, limit: usize, deadline: Option<Instant>) -> Read
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = pin!(body);
+    match before(deadline, Limited::new(body.as_mut(), limit).collect()).await {
+        None => Read::TimedOut,
+        Some(Ok(collected)) => Read::Whole(collected.to_bytes()),
+        Some(Err(e)) if e.is::<LengthLimitError>() => Read::TooLarge {
+            drained: before(deadline, discard(body, limit)).await == Some(true),
+        },
+        Some(Err(_)) => Read::Failed,
+    }
+}
+
+/// Reads the rest of `body` and forgets it; false when it holds more than `allowance` bytes or
+/// fails.
+async fn discard<B: Body>(mut body: Pin<&mut B>, allowance: usize) -> bool {
+    let mut left = allowance;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Ok(data) = frame.into_data() {
+            match left.checked_sub(data.remaining()) {
+                Some(rest) => left = rest,
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Runs `future` until `deadline` (forever without one); `None` when the deadline came first.
+async fn before<T>(deadline: Option<Instant>, future: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The answer, and the connection closed after it: the rest of the request body was not read,
+/// so the connection cannot carry another request.
+fn closing(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive and may be followed by several

@@ -9,8 +9,16 @@ mod common;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use common::{envelope, envelope_of_len, Client, RawResponse, TestServer, TOKEN};
+use std::time::{Duration, Instant};
+
+use common::{
+    envelope, envelope_of_len, expect_closed, read_response, within, Client, RawResponse,
+    TestServer, TOKEN,
+};
 use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use wshub::Hub;
 
@@ -463,6 +471,155 @@ async fn body_over_limit_is_413_when_chunked() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.json(), json!({"delivered": 1}));
     c[0].recv_action("fits").await;
+}
+
+const BIG_LIMIT: usize = 1024 * 1024;
+
+/// A client connection whose socket buffers little of what it sends, as over a real network:
+/// a body over the limit is still on its way when the server answers, so a server that closed
+/// without reading it would reset the connection under the client's write.
+async fn small_buffered_connection(server: &TestServer) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_send_buffer_size(16 * 1024).expect("SO_SNDBUF");
+    socket.connect(server.addr).await.expect("connect")
+}
+
+/// A keep-alive POST to `/api/publish` of `body`, with its length declared or sent chunked.
+fn keep_alive_publish(server: &TestServer, body: &str, chunked: bool) -> String {
+    let mut request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\n",
+        server.addr
+    );
+    if chunked {
+        request.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        for piece in body.as_bytes().chunks(64 * 1024) {
+            request.push_str(&format!("{:x}\r\n", piece.len()));
+            request.push_str(std::str::from_utf8(piece).expect("ASCII body"));
+            request.push_str("\r\n");
+        }
+        request.push_str("0\r\n\r\n");
+    } else {
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    }
+    request
+}
+
+#[tokio::test]
+async fn an_over_limit_body_sent_whole_before_reading_gets_its_413() {
+    let server = TestServer::with(Hub::builder().max_publish_body(BIG_LIMIT)).await;
+    let mut c = vec![server.connect("").await];
+    let over = envelope_of_len("leak", BIG_LIMIT + BIG_LIMIT / 2);
+
+    for chunked in [false, true] {
+        let mut stream = small_buffered_connection(&server).await;
+        // The whole request, as most clients send it, before reading anything.
+        let request = keep_alive_publish(&server, &over, chunked);
+        within(
+            "writing the whole request",
+            stream.write_all(request.as_bytes()),
+        )
+        .await
+        .expect("the server reads the body it refuses (a reset here is the bug)");
+        let response = read_response(&mut stream).await;
+        assert_eq!(response.status, 413, "chunked: {chunked}: {response:?}");
+        error_text(&response);
+
+        // The refused body was read to its end, so the connection carries the next request.
+        let fits = envelope_of_len("fits", 100);
+        let request = keep_alive_publish(&server, &fits, chunked);
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write a second request");
+        let response = read_response(&mut stream).await;
+        assert_eq!(response.status, 200, "chunked: {chunked}: {response:?}");
+        c[0].recv_action("fits").await;
+    }
+    marker_is_next(&server, &mut c).await;
+}
+
+#[tokio::test]
+async fn a_body_declared_over_twice_the_limit_is_refused_at_once_and_the_connection_closed() {
+    let server = TestServer::with(Hub::builder().max_publish_body(BIG_LIMIT)).await;
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        // Only the head: the answer must not wait for a body that is not worth reading.
+        let head = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n{expect}Content-Length: {}\r\n\r\n",
+            server.addr,
+            3 * BIG_LIMIT
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let response = read_response(&mut stream).await;
+        assert_eq!(response.status, 413, "{expect:?}: {response:?}");
+        assert_eq!(response.header("connection").as_deref(), Some("close"));
+        expect_closed(&mut stream, "the connection to close after the 413").await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_waiting_for_100_continue_gets_the_413_instead() {
+    let server = TestServer::with(Hub::builder().max_publish_body(BIG_LIMIT)).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        BIG_LIMIT + 1
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let response = read_response(&mut stream).await;
+    assert_eq!(
+        response.status, 413,
+        "a 100 Continue would make the client send a body that is refused: {response:?}"
+    );
+}
+
+// Row: body not received in time → 408.
+
+#[tokio::test]
+async fn trickling_bodies_are_answered_408_within_the_body_timeout() {
+    let timeout = Duration::from_secs(1);
+    let server = TestServer::with(Hub::builder().publish_body_timeout(timeout)).await;
+    let mut c = vec![server.connect("").await];
+
+    let mut trickles = JoinSet::new();
+    for _ in 0..30 {
+        let head = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            server.addr
+        );
+        let stream = TcpStream::connect(server.addr).await.expect("connect");
+        trickles.spawn(async move {
+            let started = Instant::now();
+            let (mut reader, mut writer) = stream.into_split();
+            writer
+                .write_all(head.as_bytes())
+                .await
+                .expect("write a head");
+            // A byte every half second, for as long as the server takes it.
+            let trickle = async {
+                while writer.write_all(b"1\r\n \r\n").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                response = read_response(&mut reader) => (response, started.elapsed()),
+                () = trickle => unreachable!("the trickle never ends"),
+            }
+        });
+    }
+    let answers = within("30 answers to trickling bodies", trickles.join_all()).await;
+    for (response, took) in answers {
+        assert_eq!(response.status, 408, "{response:?}");
+        error_text(&response);
+        assert_eq!(response.header("connection").as_deref(), Some("close"));
+        assert!(
+            took >= timeout - Duration::from_millis(50),
+            "answered after {took:?}, before the {timeout:?} body timeout"
+        );
+    }
+    marker_is_next(&server, &mut c).await;
 }
 
 // Row: method other than POST → 405 with Allow: POST.

@@ -14,7 +14,7 @@ pub const GROUP: &str = "bench";
 pub const READ_BUFFER: usize = 4 * 1024;
 /// Bytes gathered before a write, as wshub's `WRITE_BUFFER`.
 pub const WRITE_BUFFER: usize = 8 * 1024;
-/// Per-socket queue of the baselines, as wshub's default `outbound_queue`.
+/// Per-socket queue of the baselines, in frames (wshub bounds what waits in bytes: 4 MiB by default).
 pub const QUEUE: usize = 1024;
 /// Queued frames written per flush, as wshub's `MAX_BATCH`.
 pub const MAX_BATCH: usize = 64;

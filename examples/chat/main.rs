@@ -36,7 +36,6 @@ use std::io::{self, IsTerminal};
 
 use axum::response::Html;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tracing_subscriber::EnvFilter;
 
 mod rooms;
@@ -90,14 +89,11 @@ async fn main() -> io::Result<()> {
         );
     }
 
-    // Small frames go out at once instead of waiting for the ACK of the previous one (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
-        }
-    });
-    // On Ctrl-C or SIGTERM: close every socket with 1001, then stop the server.
-    axum::serve(listener, app)
+    // On Ctrl-C or SIGTERM: close every socket with 1001, then stop accepting, let requests in
+    // flight finish, and return within the server's shutdown deadline whatever the clients do.
+    // (`wshub::serve` also bounds the time a connection may take to send a request head or stay
+    // idle, and sets TCP_NODELAY.)
+    wshub::serve(listener, app)
         .with_graceful_shutdown(hub.shutdown_on(signal))
         .await?;
     tracing::info!("stopped");

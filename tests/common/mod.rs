@@ -286,6 +286,65 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
     .await
 }
 
+/// Reads one response with a `Content-Length` body from a connection that stays open (a
+/// keep-alive connection, or one still sending).
+pub async fn read_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> RawResponse {
+    within("a response", async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = find(&buf, b"\r\n\r\n") {
+                break at;
+            }
+            let n = stream.read(&mut chunk).await.expect("read a response");
+            assert!(
+                n > 0,
+                "connection closed before a response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let mut response = RawResponse {
+            status,
+            head,
+            body: String::new(),
+        };
+        let len: usize = response
+            .header("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("no Content-Length: {:?}", response.head));
+        let mut body = buf[head_end + 4..].to_vec();
+        while body.len() < len {
+            let n = stream.read(&mut chunk).await.expect("read body");
+            assert!(n > 0, "connection closed mid-body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        response.body = String::from_utf8_lossy(&body).into_owned();
+        response
+    })
+    .await
+}
+
+/// Waits until the server closes `stream`, and checks that it sent nothing more first.
+pub async fn expect_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin), what: &str) {
+    let mut buf = [0u8; 1024];
+    match within(what, stream.read(&mut buf)).await {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!(
+            "{what}: the server sent {:?} instead of closing",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
