@@ -84,36 +84,64 @@ async fn hub_replaces_user_and_group_with_the_connections_identity() {
     assert_eq!(got["groupId"], "g1", "{got}");
 }
 
+/// PROTOCOL.md §4: the ids a receiver sees are always the connection's own. An anonymous
+/// connection has none, so it cannot pass its envelopes off as alice's in alice's group.
 #[tokio::test]
-async fn anonymous_connection_keeps_its_own_user_and_group() {
+async fn anonymous_connection_cannot_speak_as_anyone() {
     let server = TestServer::start().await;
     let mut anonymous = server.connect("").await;
-    let mut watcher = server.connect("?groupId=watch").await;
+    let mut alice = server.connect("?userId=alice&groupId=team").await;
+    let mut teammate = server.connect("?userId=bob&groupId=team").await;
 
     anonymous
         .send_json(&json!({
             "action": "chat",
-            "message": "hi",
-            "userId": "zed",
-            "groupId": "gz",
-            "recipients": [{"type": "group", "value": "watch"}],
+            "message": "transfer the money",
+            "userId": "alice",
+            "groupId": "team",
+            "recipients": [{"type": "group", "value": "team"}],
         }))
         .await;
-    let got = watcher.recv_action("chat").await;
-    assert_eq!(got["userId"], "zed", "{got}");
-    assert_eq!(got["groupId"], "gz", "{got}");
+    for client in [&mut alice, &mut teammate] {
+        let got = client.recv_action("chat").await;
+        assert_eq!(
+            got["userId"], "",
+            "an anonymous sender spoke as alice: {got}"
+        );
+        assert_eq!(
+            got["groupId"], "",
+            "an anonymous sender spoke for team: {got}"
+        );
+        assert_eq!(got["message"], "transfer the money", "{got}");
+    }
 
     // Nothing given: the defaults of §1.
     anonymous
         .send_json(&json!({
             "action": "chat2",
-            "recipients": [{"type": "group", "value": "watch"}],
+            "recipients": [{"type": "group", "value": "team"}],
         }))
         .await;
-    let got = watcher.recv_action("chat2").await;
+    let got = teammate.recv_action("chat2").await;
     assert_eq!(got["userId"], "", "{got}");
     assert_eq!(got["groupId"], "", "{got}");
     assert_eq!(got["message"], "", "{got}");
+    alice.recv_action("chat2").await;
+
+    // A connection with a user but no group cannot claim a group either.
+    let mut carol = server.connect("?userId=carol").await;
+    carol
+        .send_json(&json!({
+            "action": "chat3",
+            "groupId": "team",
+            "recipients": [{"type": "group", "value": "team"}],
+        }))
+        .await;
+    for client in [&mut alice, &mut teammate] {
+        let got = client.recv_action("chat3").await;
+        assert_eq!(got["userId"], "carol", "{got}");
+        assert_eq!(got["groupId"], "", "carol spoke for team: {got}");
+    }
 }
 
 #[tokio::test]

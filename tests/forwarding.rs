@@ -155,6 +155,7 @@ for_both_targets!(
     forwards_of_different_connections_run_concurrently,
     max_concurrent_bounds_forwards_in_flight,
     blocked_forward_stops_reading_without_losing_messages,
+    forward_from_an_anonymous_connection_carries_empty_ids,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -589,6 +590,33 @@ async fn copied_header_list_is_configurable_but_never_wshub(via: Via) {
     assert_eq!(header(h, "cookie"), None, "no longer in the list");
     let users: Vec<_> = h.get_all("wshub-user-id").iter().collect();
     assert_eq!(users, ["ann"], "the forged upgrade header is not copied");
+}
+
+/// PROTOCOL.md §4: an anonymous connection's envelopes are stamped with its empty ids before
+/// they are forwarded, so the application never reads a claimed identity, in the headers or in
+/// the body.
+async fn forward_from_an_anonymous_connection_carries_empty_ids(via: Via) {
+    let (handler, mut seen) = recording();
+    let setup = start(via, Hub::builder(), |f| f, handler).await;
+    let mut anonymous = setup.connect("").await;
+    anonymous
+        .send_json(&json!({
+            "action": "fwd",
+            "message": "it is me, alice",
+            "userId": "alice",
+            "groupId": "team",
+        }))
+        .await;
+    let got = within("the forward", seen.recv()).await.expect("a forward");
+    let h = &got.headers;
+    assert_eq!(header(h, "wshub-user-id").as_deref(), Some(""), "{h:?}");
+    assert_eq!(header(h, "wshub-group-id").as_deref(), Some(""), "{h:?}");
+    assert_eq!(
+        (&got.body["userId"], &got.body["groupId"]),
+        (&json!(""), &json!("")),
+        "the forwarded envelope carries the claimed ids: {}",
+        got.body
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -657,8 +657,8 @@ async fn forged_identity_in_the_upgrade_request_or_the_envelope_never_reaches_th
         "copy_headers copies x-trace but never a wshub-* header"
     );
 
-    // An anonymous connection has no identity to stamp on its envelope (PROTOCOL.md §4), but the
-    // trusted identity the app gets is still its own: anonymous, not "admin".
+    // An anonymous connection's ids are empty, and so is what it claims in its envelope
+    // (PROTOCOL.md §4): the app sees anonymous, not "admin", in headers, sender and envelope.
     let (mut anonymous, _) = connect(&server, "", &FORGED).await;
     anonymous.send_json(&forged_envelope).await;
     let seen = anonymous.recv_action("seen").await;
@@ -672,6 +672,10 @@ async fn forged_identity_in_the_upgrade_request_or_the_envelope_never_reaches_th
     assert_eq!(
         seen["message"]["sender"],
         json!({"connectionId": anonymous.id, "userId": "", "groupId": "", "groups": []})
+    );
+    assert_eq!(
+        seen["message"]["envelope"],
+        json!({"userId": "", "groupId": ""})
     );
 }
 
