@@ -1030,6 +1030,35 @@ async fn in_process_extractor_sees_the_trusted_sender() {
     }
 }
 
+/// The extractor parses with the hub's field limits: a hub configured for longer ids than the
+/// default takes its own forwards.
+#[tokio::test]
+async fn extractor_takes_ids_as_long_as_the_hub_allows() {
+    let hub = Hub::builder()
+        .max_id_len(1000)
+        .forwarding(Forwarding::in_process(FORWARD_PATH))
+        .build();
+    let app = app_routes().route(
+        FORWARD_PATH,
+        post(|Forwarded { envelope, sender }: Forwarded| async move {
+            Json(
+                Envelope::new("took")
+                    .with_message(&envelope.user_id.len())
+                    .to(Recipient::connection(sender.connection_id)),
+            )
+        }),
+    );
+    let server = TestServer::serve(hub, app).await;
+    let user = "u".repeat(600);
+    let mut client = server.connect(&format!("?userId={user}")).await;
+    client
+        .send_json(&envelope("fwd", json!("x"), json!([])))
+        .await;
+    let got = client.recv().await;
+    assert_eq!(got["action"], "took", "the forward failed: {got}");
+    assert_eq!(got["message"], 600, "{got}");
+}
+
 /// A plain HTTP request to the forward route, even with forged `wshub-*` headers, is refused by
 /// the extractor; and `wshub-*` headers never reach the application on ordinary requests.
 #[tokio::test]

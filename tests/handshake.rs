@@ -457,6 +457,64 @@ async fn upgrade_over_http_1_0_is_400() {
     assert_eq!(server.hub.connection_count(), 0);
 }
 
+/// PROTOCOL.md §3: a query-string `userId` or `groupId` longer than `max_id_len` (measured after
+/// percent-decoding) refuses the upgrade, rather than opening a socket whose every forward fails.
+#[tokio::test]
+async fn upgrade_with_a_query_id_longer_than_max_id_len_is_400() {
+    let server = TestServer::start().await;
+    for (case, query, says) in [
+        (
+            "an 8,000-byte userId",
+            format!("userId={}", "u".repeat(8000)),
+            "userId",
+        ),
+        (
+            "a 257-byte userId",
+            format!("userId={}", "u".repeat(257)),
+            "userId",
+        ),
+        (
+            "a 257-byte groupId",
+            format!("userId=ann&groupId={}", "g".repeat(257)),
+            "groupId",
+        ),
+        (
+            "a groupId of 258 bytes, decoded",
+            format!("groupId={}", "%C3%BC".repeat(129)),
+            "groupId",
+        ),
+    ] {
+        let response = Upgrade::to(&server)
+            .target(&format!("/ws?{query}"))
+            .send(&server)
+            .await;
+        assert_refused(&response, 400, says, case);
+        assert!(
+            response.body.contains("256"),
+            "{case}: says the limit: {response:?}"
+        );
+    }
+    assert_eq!(server.hub.connection_count(), 0);
+
+    // At the limit, decoded: accepted.
+    let user = "u".repeat(256);
+    let group = "%C3%BC".repeat(128);
+    let (_client, connected) = server
+        .try_connect(&format!("?userId={user}&groupId={group}"), &[])
+        .await
+        .expect("ids of exactly max_id_len bytes are accepted");
+    assert_eq!(connected["message"]["userId"], user);
+    assert_eq!(connected["message"]["groupId"], "ü".repeat(128));
+
+    // The limit is the hub's.
+    let server = TestServer::with(Hub::builder().max_id_len(8000)).await;
+    let response = Upgrade::to(&server)
+        .target(&format!("/ws?userId={}", "u".repeat(8000)))
+        .send(&server)
+        .await;
+    assert_switched(&response, "an 8,000-byte userId under max_id_len(8000)");
+}
+
 // ---------------------------------------------------------------------------------------------
 // upgrade with `Sec-WebSocket-Version` other than 13 → 426 with `Sec-WebSocket-Version: 13`
 
