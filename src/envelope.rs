@@ -522,8 +522,17 @@ impl<'de> Visitor<'de> for RecipientVisitor {
         let at = self.0;
         let mut kind = None;
         let mut value = None;
+        // A repeated key is refused, not read as its last occurrence: a proxy that checked the
+        // first `type` would have passed what the hub then sends somewhere else.
+        let duplicate = |field: &str| {
+            de::Error::custom(format_args!(
+                "recipients[{at}] has a duplicate field `{field}`"
+            ))
+        };
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                "type" if kind.is_some() => return Err(duplicate("type")),
+                "value" if value.is_some() => return Err(duplicate("value")),
                 "type" => {
                     let name = map.next_value::<String>().map_err(|_| {
                         de::Error::custom(format_args!("recipients[{at}].type must be a string"))
@@ -680,6 +689,18 @@ mod tests {
                 "string or a number",
             ),
             (r#"{"action":"a","action":"b"}"#, "duplicate field `action`"),
+            (
+                r#"{"recipients":[{"type":"user","value":"nobody","type":"all"}]}"#,
+                "recipients[0] has a duplicate field `type`",
+            ),
+            (
+                r#"{"recipients":[{"type":"all"},{"value":"a","type":"user","value":"b"}]}"#,
+                "recipients[1] has a duplicate field `value`",
+            ),
+            (
+                r#"{"recipients":[{"typ\u0065":"user","value":"a","type":"all"}]}"#,
+                "recipients[0] has a duplicate field `type`",
+            ),
         ] {
             let err = parse(json).expect_err(json);
             assert!(err.contains(expected), "{json}: {err:?} lacks {expected:?}");

@@ -268,6 +268,41 @@ async fn unknown_recipient_type_is_400_naming_the_type() {
     marker_is_next(&server, &mut c).await;
 }
 
+/// PROTOCOL.md §8: a recipient that repeats `type` or `value` is invalid. Taking the last of
+/// them would let a body pass a proxy that checks the first (`user` `nobody`) and reach
+/// everyone.
+#[tokio::test]
+async fn recipient_with_a_duplicate_key_is_400_and_delivers_nothing() {
+    let server = TestServer::start().await;
+    let mut c = vec![
+        server.connect("?userId=ann&groupId=g1").await,
+        server.connect("").await,
+    ];
+    for (body, says) in [
+        (
+            r#"{"action":"leak","recipients":[{"type":"user","value":"nobody","type":"all"}]}"#,
+            "recipients[0] has a duplicate field `type`",
+        ),
+        (
+            r#"{"action":"leak","recipients":[{"type":"all"},{"type":"user","value":"nobody","value":"ann"}]}"#,
+            "recipients[1] has a duplicate field `value`",
+        ),
+        (
+            r#"{"action":"leak","recipients":[{"type":"group","type":"group","value":"g1"}]}"#,
+            "recipients[0] has a duplicate field `type`",
+        ),
+    ] {
+        let response = server.post("/api/publish", Some(TOKEN), body).await;
+        assert_eq!(response.status, 400, "{body}: {response:?}");
+        let error = error_text(&response);
+        assert!(
+            error.contains(says),
+            "{body}: error {error:?} lacks {says:?}"
+        );
+    }
+    marker_is_next(&server, &mut c).await;
+}
+
 #[tokio::test]
 async fn array_with_one_bad_envelope_is_400_and_delivers_nothing() {
     let server = TestServer::start().await;
