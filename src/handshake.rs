@@ -28,6 +28,8 @@ pub(crate) enum Refusal {
     MethodNotGet,
     NotHttp11,
     NoConnectionUpgrade,
+    /// A header that must appear once appears more often (its canonical name).
+    Repeated(&'static str),
     BadKey,
     UnsupportedVersion,
     ForeignOrigin,
@@ -55,6 +57,7 @@ impl Refusal {
             Self::MethodNotGet
             | Self::NotHttp11
             | Self::NoConnectionUpgrade
+            | Self::Repeated(_)
             | Self::BadKey
             | Self::QueryIdTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
@@ -96,6 +99,9 @@ impl fmt::Display for Refusal {
             Self::MethodNotGet => "a WebSocket upgrade must use GET",
             Self::NotHttp11 => "a WebSocket upgrade needs HTTP/1.1",
             Self::NoConnectionUpgrade => "a WebSocket upgrade needs `Connection: upgrade`",
+            Self::Repeated(name) => {
+                return write!(f, "a WebSocket upgrade must have one `{name}` header, not several")
+            }
             Self::BadKey => "`Sec-WebSocket-Key` must be the base64 encoding of 16 bytes",
             Self::UnsupportedVersion => "only WebSocket version 13 is supported",
             Self::ForeignOrigin => "this origin may not open a socket here",
@@ -254,6 +260,21 @@ fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
         return Err(Refusal::NotHttp11);
     }
     let headers = request.headers();
+    // Headers that must appear once: RFC 6455 §11.3.1 and §11.3.5, RFC 9112 §3.2, and RFC 6454
+    // §7.3 (a user agent sends one `Origin`). Reading one of several is a guess that a proxy in
+    // front may make differently. `Upgrade` and `Connection` are token lists and may repeat.
+    let once = [
+        (header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key"),
+        (header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version"),
+        (header::HOST, "Host"),
+        (header::ORIGIN, "Origin"),
+    ];
+    if let Some((_, name)) = once
+        .iter()
+        .find(|(header, _)| headers.get_all(header).iter().nth(1).is_some())
+    {
+        return Err(Refusal::Repeated(name));
+    }
     if !has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(Refusal::NoConnectionUpgrade);
     }
