@@ -283,7 +283,7 @@ impl Envelope {
         Ok(())
     }
 
-    /// Serialises the envelope to its JSON text.
+    /// Serialises the envelope to its JSON text, recipients included (what a forward carries).
     pub fn to_json(&self) -> String {
         // Serialising strings, a raw value and a list of string pairs cannot fail.
         serde_json::to_string(self).unwrap_or_default()
@@ -291,7 +291,15 @@ impl Envelope {
 
     /// The frame every recipient receives a clone of: serialised once, shared by reference count.
     pub(crate) fn to_frame(&self) -> Utf8Bytes {
-        Utf8Bytes::from(self.to_json())
+        Utf8Bytes::from(self.to_delivered_json())
+    }
+
+    /// The JSON text a receiver gets: the envelope with `recipients: []` (PROTOCOL.md §1). The
+    /// list is the sender's business: it names the other receivers' connection ids (which are
+    /// capabilities) and user ids, and whom the sender left out. The field stays, empty, for
+    /// clients that expect the five fields.
+    pub(crate) fn to_delivered_json(&self) -> String {
+        serde_json::to_string(&Delivered(self)).unwrap_or_default()
     }
 
     /// A hub envelope (`__connected`, `__error`) with no sender and no recipients.
@@ -335,14 +343,31 @@ impl fmt::Debug for Envelope {
 
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Envelope", 5)?;
-        s.serialize_field("action", &self.action)?;
-        s.serialize_field("message", &self.message)?;
-        s.serialize_field("groupId", &self.group_id)?;
-        s.serialize_field("userId", &self.user_id)?;
-        s.serialize_field("recipients", &self.recipients)?;
-        s.end()
+        serialize_envelope(self, &self.recipients, serializer)
     }
+}
+
+/// An envelope as a receiver sees it: without its recipients.
+struct Delivered<'a>(&'a Envelope);
+
+impl Serialize for Delivered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_envelope(self.0, &[], serializer)
+    }
+}
+
+fn serialize_envelope<S: Serializer>(
+    envelope: &Envelope,
+    recipients: &[Recipient],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut s = serializer.serialize_struct("Envelope", 5)?;
+    s.serialize_field("action", &envelope.action)?;
+    s.serialize_field("message", &envelope.message)?;
+    s.serialize_field("groupId", &envelope.group_id)?;
+    s.serialize_field("userId", &envelope.user_id)?;
+    s.serialize_field("recipients", recipients)?;
+    s.end()
 }
 
 impl Serialize for Recipient {
@@ -726,6 +751,22 @@ mod tests {
         assert!(parse(r#"{"recipients":[{"type":"user","value":"abcde"}]}"#)
             .unwrap_err()
             .contains("recipients[0].value"));
+    }
+
+    #[test]
+    fn a_delivered_frame_has_no_recipients_but_the_json_keeps_them() {
+        let envelope = Envelope::new("chat")
+            .with_message(&"hi")
+            .from_user("ann")
+            .to(Recipient::connection("0123456789abcdef0123456789abcdef"))
+            .to(Recipient::all_but_user("bob"));
+        assert_eq!(
+            envelope.to_frame().as_str(),
+            r#"{"action":"chat","message":"hi","groupId":"","userId":"ann","recipients":[]}"#
+        );
+        assert!(envelope
+            .to_json()
+            .contains(r#"{"type":"allButUser","value":"bob"}"#));
     }
 
     #[test]

@@ -257,3 +257,59 @@ async fn message_passes_through_untouched() {
         json!("{\"a\":1}")
     );
 }
+
+/// PROTOCOL.md §1: a receiver gets the envelope with `recipients: []`, whatever it was addressed
+/// to. The list is the sender's business: it would tell every receiver the other recipients'
+/// connection ids (capabilities) and user ids, and whom the sender left out.
+#[tokio::test]
+async fn receivers_see_an_empty_recipient_list() {
+    let server = TestServer::start().await;
+    let mut clients = vec![
+        server.connect("?userId=ann&groupId=s").await,
+        server.connect("?userId=bob&groupId=g1").await,
+        server.connect("?userId=carol&groupId=g2").await,
+    ];
+    let (bob, carol) = (clients[1].id.clone(), clients[2].id.clone());
+    let cases = [
+        ("group", json!([{"type": "group", "value": "g1"}]), vec![1]),
+        ("user", json!([{"type": "user", "value": "carol"}]), vec![2]),
+        (
+            "connection",
+            json!([{"type": "connection", "value": bob}, {"type": "connection", "value": carol}]),
+            vec![1, 2],
+        ),
+        ("all", json!([{"type": "all"}]), vec![0, 1, 2]),
+        (
+            "exclusion",
+            json!([
+                {"type": "allButUser", "value": "ann"},
+                {"type": "allButConnection", "value": carol},
+            ]),
+            vec![1],
+        ),
+    ];
+    for (action, recipients, receivers) in cases {
+        clients[0]
+            .send_json(&envelope(action, json!("hi"), recipients))
+            .await;
+        for &at in &receivers {
+            let frame = clients[at].recv_text().await;
+            let got: Value = serde_json::from_str(&frame).expect("the frame is JSON");
+            assert_eq!(got["action"], action, "{frame}");
+            assert_eq!(
+                got["recipients"],
+                json!([]),
+                "{action}: receiver {at} saw the sender's recipient list: {frame}"
+            );
+            assert!(
+                frame.ends_with(r#","recipients":[]}"#),
+                "the field stays, empty: {frame}"
+            );
+        }
+    }
+    // Each went to its recipients only: everyone's next envelope is the marker.
+    server.send_marker();
+    for client in &mut clients {
+        client.recv_action("marker").await;
+    }
+}

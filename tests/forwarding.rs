@@ -156,6 +156,7 @@ for_both_targets!(
     max_concurrent_bounds_forwards_in_flight,
     blocked_forward_stops_reading_without_losing_messages,
     forward_from_an_anonymous_connection_carries_empty_ids,
+    forward_body_keeps_the_recipients_that_receivers_do_not_see,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -617,6 +618,39 @@ async fn forward_from_an_anonymous_connection_carries_empty_ids(via: Via) {
         "the forwarded envelope carries the claimed ids: {}",
         got.body
     );
+}
+
+/// The application needs the recipients of a forwarded envelope, so its body keeps them; what
+/// the application answers is delivered with `recipients: []` (PROTOCOL.md §1), like any frame.
+async fn forward_body_keeps_the_recipients_that_receivers_do_not_see(via: Via) {
+    let (tx, mut bodies) = mpsc::unbounded_channel::<Value>();
+    let handler = move |body: Bytes| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(body_json(&body));
+            echo(&body)
+        }
+    };
+    let setup = start(via, Hub::builder(), |f| f.actions(["fwd"]), any(handler)).await;
+    let mut sender = setup.connect("?userId=ann&groupId=room").await;
+    let mut other = setup.connect("?userId=bob&groupId=room").await;
+    let recipients = json!([
+        {"type": "group", "value": "room"},
+        {"type": "allButConnection", "value": sender.id},
+    ]);
+    sender
+        .send_json(&envelope("fwd", json!("hi"), recipients.clone()))
+        .await;
+    let body = within("the forward", bodies.recv())
+        .await
+        .expect("a forward");
+    assert_eq!(body["recipients"], recipients, "{body}");
+    let got = other.recv_action("re:fwd").await;
+    assert_eq!(got["message"], "hi");
+    assert_eq!(got["recipients"], json!([]), "{got}");
+    setup.send_marker();
+    sender.recv_action("marker").await;
+    other.recv_action("marker").await;
 }
 
 // ---------------------------------------------------------------------------------------------
