@@ -22,6 +22,7 @@ export interface Envelope<M = any> {
   message: M;
   groupId: string;
   userId: string;
+  /** Whom it is for when sent; always `[]` in an envelope the hub delivers (protocol §1). */
   recipients: Recipient[];
 }
 

@@ -246,7 +246,9 @@ impl HubBuilder {
     }
 
     /// Longest `action`, `groupId`, `userId` or recipient value (in bytes) an envelope from the
-    /// network may hold.
+    /// network may hold, and longest id a connection may have: a query-string `userId` or
+    /// `groupId` over it refuses the upgrade with `400`, an [identity resolver](Self::identity)'s
+    /// answer over it with `500` (a bug of the application's, logged).
     pub fn max_id_len(mut self, bytes: usize) -> Self {
         self.config.fields.max_id_len = bytes;
         self

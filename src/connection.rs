@@ -295,13 +295,9 @@ impl Session {
             );
             return None;
         }
-        // A client cannot speak as someone else.
-        if !self.identity.user_id.is_empty() {
-            envelope.user_id.clone_from(&self.identity.user_id);
-        }
-        if !self.identity.group_id().is_empty() {
-            envelope.group_id = self.identity.group_id().to_owned();
-        }
+        // A client cannot speak as someone else; an anonymous one speaks as nobody.
+        envelope.user_id.clone_from(&self.identity.user_id);
+        self.identity.group_id().clone_into(&mut envelope.group_id);
         let work = if self.pipeline.forwards(&self.hub, &envelope.action) {
             Work::Forward {
                 envelope,

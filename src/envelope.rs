@@ -286,14 +286,15 @@ impl Envelope {
         Ok(())
     }
 
-    /// Serialises the envelope to its JSON text.
+    /// Serialises the envelope to its JSON text, recipients included (what a forward carries).
     pub fn to_json(&self) -> String {
         // Serialising strings, a raw value and a list of string pairs cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The frame every recipient receives a clone of: serialised once, header included, shared
-    /// by reference count, and held against `budget` until the last recipient has written it.
+    /// The frame every recipient receives a clone of: the envelope as delivered, serialised once,
+    /// header included, shared by reference count, and held against `budget` until the last
+    /// recipient has written it.
     pub(crate) fn to_frame(&self, budget: &Arc<Budget>) -> Frame {
         // Room for the usual envelope without growing: the fields, their names and quotes.
         let estimate = HEAD_ROOM
@@ -305,7 +306,7 @@ impl Envelope {
         let mut buffer = Vec::with_capacity(estimate);
         buffer.resize(HEAD_ROOM, 0);
         // Writing strings and a raw value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut buffer, self);
+        let _ = serde_json::to_writer(&mut buffer, &Delivered(self));
         let charge = Charge::new(budget, buffer.capacity());
         Frame::text(buffer, charge)
     }
@@ -351,14 +352,34 @@ impl fmt::Debug for Envelope {
 
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Envelope", 5)?;
-        s.serialize_field("action", &self.action)?;
-        s.serialize_field("message", &self.message)?;
-        s.serialize_field("groupId", &self.group_id)?;
-        s.serialize_field("userId", &self.user_id)?;
-        s.serialize_field("recipients", &self.recipients)?;
-        s.end()
+        serialize_envelope(self, &self.recipients, serializer)
     }
+}
+
+/// An envelope as a receiver sees it: with `recipients: []` (PROTOCOL.md §1). The list is the
+/// sender's business: it names the other receivers' connection ids (which are capabilities) and
+/// user ids, and whom the sender left out. The field stays, empty, for clients that expect the
+/// five fields.
+struct Delivered<'a>(&'a Envelope);
+
+impl Serialize for Delivered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_envelope(self.0, &[], serializer)
+    }
+}
+
+fn serialize_envelope<S: Serializer>(
+    envelope: &Envelope,
+    recipients: &[Recipient],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut s = serializer.serialize_struct("Envelope", 5)?;
+    s.serialize_field("action", &envelope.action)?;
+    s.serialize_field("message", &envelope.message)?;
+    s.serialize_field("groupId", &envelope.group_id)?;
+    s.serialize_field("userId", &envelope.user_id)?;
+    s.serialize_field("recipients", recipients)?;
+    s.end()
 }
 
 impl Serialize for Recipient {
@@ -538,8 +559,17 @@ impl<'de> Visitor<'de> for RecipientVisitor {
         let at = self.0;
         let mut kind = None;
         let mut value = None;
+        // A repeated key is refused, not read as its last occurrence: a proxy that checked the
+        // first `type` would have passed what the hub then sends somewhere else.
+        let duplicate = |field: &str| {
+            de::Error::custom(format_args!(
+                "recipients[{at}] has a duplicate field `{field}`"
+            ))
+        };
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                "type" if kind.is_some() => return Err(duplicate("type")),
+                "value" if value.is_some() => return Err(duplicate("value")),
                 "type" => {
                     let name = map.next_value::<String>().map_err(|_| {
                         de::Error::custom(format_args!("recipients[{at}].type must be a string"))
@@ -696,6 +726,18 @@ mod tests {
                 "string or a number",
             ),
             (r#"{"action":"a","action":"b"}"#, "duplicate field `action`"),
+            (
+                r#"{"recipients":[{"type":"user","value":"nobody","type":"all"}]}"#,
+                "recipients[0] has a duplicate field `type`",
+            ),
+            (
+                r#"{"recipients":[{"type":"all"},{"value":"a","type":"user","value":"b"}]}"#,
+                "recipients[1] has a duplicate field `value`",
+            ),
+            (
+                r#"{"recipients":[{"typ\u0065":"user","value":"a","type":"all"}]}"#,
+                "recipients[0] has a duplicate field `type`",
+            ),
         ] {
             let err = parse(json).expect_err(json);
             assert!(err.contains(expected), "{json}: {err:?} lacks {expected:?}");
@@ -721,6 +763,24 @@ mod tests {
         assert!(parse(r#"{"recipients":[{"type":"user","value":"abcde"}]}"#)
             .unwrap_err()
             .contains("recipients[0].value"));
+    }
+
+    #[test]
+    fn a_delivered_frame_has_no_recipients_but_the_json_keeps_them() {
+        let envelope = Envelope::new("chat")
+            .with_message(&"hi")
+            .from_user("ann")
+            .to(Recipient::connection("0123456789abcdef0123456789abcdef"))
+            .to(Recipient::all_but_user("bob"));
+        let frame = envelope.to_frame(&Budget::unlimited());
+        // After the two bytes of a short frame's header.
+        assert_eq!(
+            &frame.bytes()[2..],
+            br#"{"action":"chat","message":"hi","groupId":"","userId":"ann","recipients":[]}"#
+        );
+        assert!(envelope
+            .to_json()
+            .contains(r#"{"type":"allButUser","value":"bob"}"#));
     }
 
     #[test]

@@ -5,14 +5,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, FieldLimits};
 use crate::info::ConnectionInfo;
 
 /// A socket message the hub forwarded into the application, and who sent it.
 ///
 /// `sender` comes from the hub alone (a request extension that only an in-process forward
 /// carries), never from headers a client could forge. A request that did not come from the hub
-/// is refused with `403`. Answer with an envelope or an array of envelopes (`axum::Json`) to have
+/// is refused with `403`. The envelope is parsed with the hub's field limits
+/// ([`max_id_len`](crate::HubBuilder::max_id_len), [`max_recipients`](crate::HubBuilder::max_recipients)),
+/// which the forward carries too. Answer with an envelope or an array of envelopes (`axum::Json`) to have
 /// the hub route them, with `204` for nothing, or with `403` and a reason to refuse the message.
 ///
 /// ```
@@ -49,10 +51,16 @@ impl<S: Send + Sync> FromRequest<S> for Forwarded {
             )
                 .into_response());
         };
+        // A request built by hand (a handler under test) gets the default limits.
+        let limits = request
+            .extensions()
+            .get::<FieldLimits>()
+            .copied()
+            .unwrap_or_default();
         let body = Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let envelope = Envelope::from_json(&body)
+        let envelope = Envelope::parse(&body, limits)
             .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
         Ok(Self { envelope, sender })
     }

@@ -15,7 +15,7 @@ use crate::config::OriginPolicy;
 use crate::connection;
 use crate::forward::Call;
 use crate::hub::{Hub, Unavailable};
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityResolver};
 
 /// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -28,9 +28,24 @@ pub(crate) enum Refusal {
     MethodNotGet,
     NotHttp11,
     NoConnectionUpgrade,
+    /// A header that must appear once appears more often (its canonical name).
+    Repeated(&'static str),
     BadKey,
     UnsupportedVersion,
     ForeignOrigin,
+    /// A query-string id longer than the hub's `max_id_len`.
+    QueryIdTooLong {
+        parameter: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    /// The identity resolver answered an id longer than the hub's `max_id_len`: the
+    /// application's bug, not the client's.
+    ResolvedIdTooLong {
+        field: &'static str,
+        len: usize,
+        limit: usize,
+    },
     AtLimit,
     ShuttingDown,
     NotUpgradable,
@@ -39,13 +54,18 @@ pub(crate) enum Refusal {
 impl Refusal {
     fn status(self) -> StatusCode {
         match self {
-            Self::MethodNotGet | Self::NotHttp11 | Self::NoConnectionUpgrade | Self::BadKey => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MethodNotGet
+            | Self::NotHttp11
+            | Self::NoConnectionUpgrade
+            | Self::Repeated(_)
+            | Self::BadKey
+            | Self::QueryIdTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Self::ForeignOrigin => StatusCode::FORBIDDEN,
             Self::AtLimit | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotUpgradable | Self::ResolvedIdTooLong { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -75,19 +95,37 @@ impl Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        let text = match *self {
             Self::MethodNotGet => "a WebSocket upgrade must use GET",
             Self::NotHttp11 => "a WebSocket upgrade needs HTTP/1.1",
             Self::NoConnectionUpgrade => "a WebSocket upgrade needs `Connection: upgrade`",
-            Self::BadKey => {
-                "`Sec-WebSocket-Key` must be the base64 encoding of 16 bytes"
+            Self::Repeated(name) => {
+                return write!(f, "a WebSocket upgrade must have one `{name}` header, not several")
             }
+            Self::BadKey => "`Sec-WebSocket-Key` must be the base64 encoding of 16 bytes",
             Self::UnsupportedVersion => "only WebSocket version 13 is supported",
             Self::ForeignOrigin => "this origin may not open a socket here",
+            Self::QueryIdTooLong {
+                parameter,
+                len,
+                limit,
+            } => {
+                return write!(
+                    f,
+                    "the query parameter `{parameter}` is {len} bytes long; the limit is {limit}"
+                )
+            }
+            Self::ResolvedIdTooLong { field, len, limit } => {
+                return write!(
+                    f,
+                    "the identity resolver answered a {field} of {len} bytes, over the hub's max_id_len of {limit}"
+                )
+            }
             Self::AtLimit => "the hub is at its connection limit; try again later",
             Self::ShuttingDown => "the hub is shutting down",
             Self::NotUpgradable => "this server cannot upgrade connections (hyper needs `serve_connection_with_upgrades`)",
-        })
+        };
+        f.write_str(text)
     }
 }
 
@@ -114,9 +152,23 @@ pub(crate) fn accept<B>(
 ) -> Answer {
     let accept_key = match check(hub, &request) {
         Ok(key) => key,
-        Err(refusal) => {
-            tracing::debug!(%refusal, "upgrade refused");
-            return Answer::Now(refusal.response());
+        Err(refusal) => return refused(refusal),
+    };
+    let limit = hub.config().fields.max_id_len;
+    // Without a resolver the query string names the connection, checked before anything is
+    // reserved for it: an id over the limit would fail every forward it makes.
+    let who = match &hub.config().identity {
+        Some(resolver) => Who::Resolver(resolver.as_ref()),
+        None => {
+            let identity = Identity::from_query(request.uri().query());
+            if let Some((parameter, len)) = identity.id_over(limit) {
+                return refused(Refusal::QueryIdTooLong {
+                    parameter,
+                    len,
+                    limit,
+                });
+            }
+            Who::Query(identity)
         }
     };
     // An upgrade request has no body; the parts are all the resolver and the task need.
@@ -145,14 +197,21 @@ pub(crate) fn accept<B>(
         });
         switching_protocols(&accept_key)
     };
-    match &hub.config().identity {
-        None => Answer::Now(start(hub.clone(), Identity::from_query(parts.uri.query()))),
-        Some(resolver) => {
+    match who {
+        Who::Query(identity) => Answer::Now(start(hub.clone(), identity)),
+        Who::Resolver(resolver) => {
             let resolving = resolver.resolve(&parts);
             let hub = hub.clone();
             Answer::Later(Box::pin(async move {
                 match resolving.await {
-                    Ok(identity) => start(hub, identity),
+                    Ok(identity) => match identity.id_over(limit) {
+                        None => start(hub, identity),
+                        Some((field, len)) => {
+                            let refusal = Refusal::ResolvedIdTooLong { field, len, limit };
+                            tracing::error!(%refusal, "upgrade refused");
+                            refusal.response()
+                        }
+                    },
                     Err(refusal) => {
                         tracing::debug!(status = %refusal.status(), "identity resolver refused");
                         refusal
@@ -161,6 +220,19 @@ pub(crate) fn accept<B>(
             }))
         }
     }
+}
+
+/// Who says who a connection is.
+enum Who<'a> {
+    /// The query string, read and checked.
+    Query(Identity),
+    /// The application's resolver, whose answer is checked once it comes.
+    Resolver(&'a dyn IdentityResolver),
+}
+
+fn refused(refusal: Refusal) -> Answer {
+    tracing::debug!(%refusal, "upgrade refused");
+    Answer::Now(refusal.response())
 }
 
 /// The configured headers of the upgrade request, never the hub's own `wshub-*` ones.
@@ -188,6 +260,21 @@ fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
         return Err(Refusal::NotHttp11);
     }
     let headers = request.headers();
+    // Headers that must appear once: RFC 6455 §11.3.1 and §11.3.5, RFC 9112 §3.2, and RFC 6454
+    // §7.3 (a user agent sends one `Origin`). Reading one of several is a guess that a proxy in
+    // front may make differently. `Upgrade` and `Connection` are token lists and may repeat.
+    let once = [
+        (header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key"),
+        (header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version"),
+        (header::HOST, "Host"),
+        (header::ORIGIN, "Origin"),
+    ];
+    if let Some((_, name)) = once
+        .iter()
+        .find(|(header, _)| headers.get_all(header).iter().nth(1).is_some())
+    {
+        return Err(Refusal::Repeated(name));
+    }
     if !has_token(headers, &header::CONNECTION, "upgrade") {
         return Err(Refusal::NoConnectionUpgrade);
     }

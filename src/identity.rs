@@ -52,6 +52,19 @@ impl Identity {
         self.groups.first().map_or("", String::as_str)
     }
 
+    /// Its first id longer than `max` bytes, named as the protocol names it, with its length.
+    pub(crate) fn id_over(&self, max: usize) -> Option<(&'static str, usize)> {
+        if self.user_id.len() > max {
+            return Some(("userId", self.user_id.len()));
+        }
+        let (at, group) = self
+            .groups
+            .iter()
+            .enumerate()
+            .find(|(_, g)| g.len() > max)?;
+        Some((if at == 0 { "groupId" } else { "group" }, group.len()))
+    }
+
     /// Reads `groupId` and `userId` from a query string, percent-decoded (`+` is a space, as
     /// browsers encode forms). Missing parameters are empty; the last of a repeated one wins.
     pub(crate) fn from_query(query: Option<&str>) -> Self {
@@ -236,6 +249,16 @@ mod tests {
             "% 1%zz"
         );
         assert_eq!(Identity::from_query(Some("userId=%FF")).user_id, "\u{FFFD}");
+    }
+
+    #[test]
+    fn ids_over_the_limit_are_named() {
+        let ann = Identity::user("ann").in_group("staff").in_group("room-1");
+        assert_eq!(ann.id_over(6), None);
+        assert_eq!(ann.id_over(5), Some(("group", 6)));
+        assert_eq!(ann.id_over(4), Some(("groupId", 5)));
+        assert_eq!(ann.id_over(2), Some(("userId", 3)));
+        assert_eq!(Identity::anonymous().id_over(0), None);
     }
 
     #[test]

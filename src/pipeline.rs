@@ -139,6 +139,7 @@ impl Pipeline {
             uri,
             Bytes::from(envelope.to_json()),
             &sender,
+            hub.config().fields,
             &forwarder.copied,
             &config.extra_headers,
         );

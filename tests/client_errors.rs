@@ -222,6 +222,38 @@ async fn text_frame_that_is_not_a_valid_envelope_gets_invalid_envelope_error() {
     assert_eq!(server.hub.connection_count(), 2);
 }
 
+/// PROTOCOL.md §8: a recipient that repeats `type` or `value` is invalid, not read as its last
+/// occurrence (a proxy that checks the first would see `user` `nobody`, the hub `all`).
+#[tokio::test]
+async fn recipient_with_a_duplicate_key_gets_invalid_envelope_and_reaches_nobody() {
+    let server = TestServer::start().await;
+    let mut client = server.connect("?userId=ann").await;
+    let mut other = server.connect("?userId=bob").await;
+
+    for (invalid, detail) in [
+        (
+            r#"{"action":"x","recipients":[{"type":"user","value":"nobody","type":"all"}]}"#,
+            "recipients[0] has a duplicate field `type`",
+        ),
+        (
+            r#"{"action":"x","recipients":[{"type":"all"},{"type":"user","value":"nobody","value":"bob"}]}"#,
+            "recipients[1] has a duplicate field `value`",
+        ),
+    ] {
+        client.send(invalid).await;
+        let error = client.recv_action("__error").await;
+        assert_eq!(error["message"]["code"], "invalid_envelope", "{error}");
+        let said = error["message"]["detail"].as_str().unwrap_or_default();
+        assert!(
+            said.contains(detail),
+            "{invalid}: {said:?} lacks {detail:?}"
+        );
+    }
+    server.send_marker();
+    client.recv_action("marker").await;
+    other.recv_action("marker").await;
+}
+
 #[tokio::test]
 async fn binary_frame_closes_1003() {
     let server = TestServer::start().await;

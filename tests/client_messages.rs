@@ -84,36 +84,64 @@ async fn hub_replaces_user_and_group_with_the_connections_identity() {
     assert_eq!(got["groupId"], "g1", "{got}");
 }
 
+/// PROTOCOL.md §4: the ids a receiver sees are always the connection's own. An anonymous
+/// connection has none, so it cannot pass its envelopes off as alice's in alice's group.
 #[tokio::test]
-async fn anonymous_connection_keeps_its_own_user_and_group() {
+async fn anonymous_connection_cannot_speak_as_anyone() {
     let server = TestServer::start().await;
     let mut anonymous = server.connect("").await;
-    let mut watcher = server.connect("?groupId=watch").await;
+    let mut alice = server.connect("?userId=alice&groupId=team").await;
+    let mut teammate = server.connect("?userId=bob&groupId=team").await;
 
     anonymous
         .send_json(&json!({
             "action": "chat",
-            "message": "hi",
-            "userId": "zed",
-            "groupId": "gz",
-            "recipients": [{"type": "group", "value": "watch"}],
+            "message": "transfer the money",
+            "userId": "alice",
+            "groupId": "team",
+            "recipients": [{"type": "group", "value": "team"}],
         }))
         .await;
-    let got = watcher.recv_action("chat").await;
-    assert_eq!(got["userId"], "zed", "{got}");
-    assert_eq!(got["groupId"], "gz", "{got}");
+    for client in [&mut alice, &mut teammate] {
+        let got = client.recv_action("chat").await;
+        assert_eq!(
+            got["userId"], "",
+            "an anonymous sender spoke as alice: {got}"
+        );
+        assert_eq!(
+            got["groupId"], "",
+            "an anonymous sender spoke for team: {got}"
+        );
+        assert_eq!(got["message"], "transfer the money", "{got}");
+    }
 
     // Nothing given: the defaults of §1.
     anonymous
         .send_json(&json!({
             "action": "chat2",
-            "recipients": [{"type": "group", "value": "watch"}],
+            "recipients": [{"type": "group", "value": "team"}],
         }))
         .await;
-    let got = watcher.recv_action("chat2").await;
+    let got = teammate.recv_action("chat2").await;
     assert_eq!(got["userId"], "", "{got}");
     assert_eq!(got["groupId"], "", "{got}");
     assert_eq!(got["message"], "", "{got}");
+    alice.recv_action("chat2").await;
+
+    // A connection with a user but no group cannot claim a group either.
+    let mut carol = server.connect("?userId=carol").await;
+    carol
+        .send_json(&json!({
+            "action": "chat3",
+            "groupId": "team",
+            "recipients": [{"type": "group", "value": "team"}],
+        }))
+        .await;
+    for client in [&mut alice, &mut teammate] {
+        let got = client.recv_action("chat3").await;
+        assert_eq!(got["userId"], "carol", "{got}");
+        assert_eq!(got["groupId"], "", "carol spoke for team: {got}");
+    }
 }
 
 #[tokio::test]
@@ -228,4 +256,60 @@ async fn message_passes_through_untouched() {
         receiver.recv_action("s").await["message"],
         json!("{\"a\":1}")
     );
+}
+
+/// PROTOCOL.md §1: a receiver gets the envelope with `recipients: []`, whatever it was addressed
+/// to. The list is the sender's business: it would tell every receiver the other recipients'
+/// connection ids (capabilities) and user ids, and whom the sender left out.
+#[tokio::test]
+async fn receivers_see_an_empty_recipient_list() {
+    let server = TestServer::start().await;
+    let mut clients = vec![
+        server.connect("?userId=ann&groupId=s").await,
+        server.connect("?userId=bob&groupId=g1").await,
+        server.connect("?userId=carol&groupId=g2").await,
+    ];
+    let (bob, carol) = (clients[1].id.clone(), clients[2].id.clone());
+    let cases = [
+        ("group", json!([{"type": "group", "value": "g1"}]), vec![1]),
+        ("user", json!([{"type": "user", "value": "carol"}]), vec![2]),
+        (
+            "connection",
+            json!([{"type": "connection", "value": bob}, {"type": "connection", "value": carol}]),
+            vec![1, 2],
+        ),
+        ("all", json!([{"type": "all"}]), vec![0, 1, 2]),
+        (
+            "exclusion",
+            json!([
+                {"type": "allButUser", "value": "ann"},
+                {"type": "allButConnection", "value": carol},
+            ]),
+            vec![1],
+        ),
+    ];
+    for (action, recipients, receivers) in cases {
+        clients[0]
+            .send_json(&envelope(action, json!("hi"), recipients))
+            .await;
+        for &at in &receivers {
+            let frame = clients[at].recv_text().await;
+            let got: Value = serde_json::from_str(&frame).expect("the frame is JSON");
+            assert_eq!(got["action"], action, "{frame}");
+            assert_eq!(
+                got["recipients"],
+                json!([]),
+                "{action}: receiver {at} saw the sender's recipient list: {frame}"
+            );
+            assert!(
+                frame.ends_with(r#","recipients":[]}"#),
+                "the field stays, empty: {frame}"
+            );
+        }
+    }
+    // Each went to its recipients only: everyone's next envelope is the marker.
+    server.send_marker();
+    for client in &mut clients {
+        client.recv_action("marker").await;
+    }
 }

@@ -155,6 +155,8 @@ for_both_targets!(
     forwards_of_different_connections_run_concurrently,
     max_concurrent_bounds_forwards_in_flight,
     blocked_forward_stops_reading_without_losing_messages,
+    forward_from_an_anonymous_connection_carries_empty_ids,
+    forward_body_keeps_the_recipients_that_receivers_do_not_see,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -591,6 +593,66 @@ async fn copied_header_list_is_configurable_but_never_wshub(via: Via) {
     assert_eq!(users, ["ann"], "the forged upgrade header is not copied");
 }
 
+/// PROTOCOL.md §4: an anonymous connection's envelopes are stamped with its empty ids before
+/// they are forwarded, so the application never reads a claimed identity, in the headers or in
+/// the body.
+async fn forward_from_an_anonymous_connection_carries_empty_ids(via: Via) {
+    let (handler, mut seen) = recording();
+    let setup = start(via, Hub::builder(), |f| f, handler).await;
+    let mut anonymous = setup.connect("").await;
+    anonymous
+        .send_json(&json!({
+            "action": "fwd",
+            "message": "it is me, alice",
+            "userId": "alice",
+            "groupId": "team",
+        }))
+        .await;
+    let got = within("the forward", seen.recv()).await.expect("a forward");
+    let h = &got.headers;
+    assert_eq!(header(h, "wshub-user-id").as_deref(), Some(""), "{h:?}");
+    assert_eq!(header(h, "wshub-group-id").as_deref(), Some(""), "{h:?}");
+    assert_eq!(
+        (&got.body["userId"], &got.body["groupId"]),
+        (&json!(""), &json!("")),
+        "the forwarded envelope carries the claimed ids: {}",
+        got.body
+    );
+}
+
+/// The application needs the recipients of a forwarded envelope, so its body keeps them; what
+/// the application answers is delivered with `recipients: []` (PROTOCOL.md §1), like any frame.
+async fn forward_body_keeps_the_recipients_that_receivers_do_not_see(via: Via) {
+    let (tx, mut bodies) = mpsc::unbounded_channel::<Value>();
+    let handler = move |body: Bytes| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(body_json(&body));
+            echo(&body)
+        }
+    };
+    let setup = start(via, Hub::builder(), |f| f.actions(["fwd"]), any(handler)).await;
+    let mut sender = setup.connect("?userId=ann&groupId=room").await;
+    let mut other = setup.connect("?userId=bob&groupId=room").await;
+    let recipients = json!([
+        {"type": "group", "value": "room"},
+        {"type": "allButConnection", "value": sender.id},
+    ]);
+    sender
+        .send_json(&envelope("fwd", json!("hi"), recipients.clone()))
+        .await;
+    let body = within("the forward", bodies.recv())
+        .await
+        .expect("a forward");
+    assert_eq!(body["recipients"], recipients, "{body}");
+    let got = other.recv_action("re:fwd").await;
+    assert_eq!(got["message"], "hi");
+    assert_eq!(got["recipients"], json!([]), "{got}");
+    setup.send_marker();
+    sender.recv_action("marker").await;
+    other.recv_action("marker").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which actions are forwarded, and the relay policy
 
@@ -1000,6 +1062,35 @@ async fn in_process_extractor_sees_the_trusted_sender() {
         );
         c.recv_action("plain").await;
     }
+}
+
+/// The extractor parses with the hub's field limits: a hub configured for longer ids than the
+/// default takes its own forwards.
+#[tokio::test]
+async fn extractor_takes_ids_as_long_as_the_hub_allows() {
+    let hub = Hub::builder()
+        .max_id_len(1000)
+        .forwarding(Forwarding::in_process(FORWARD_PATH))
+        .build();
+    let app = app_routes().route(
+        FORWARD_PATH,
+        post(|Forwarded { envelope, sender }: Forwarded| async move {
+            Json(
+                Envelope::new("took")
+                    .with_message(&envelope.user_id.len())
+                    .to(Recipient::connection(sender.connection_id)),
+            )
+        }),
+    );
+    let server = TestServer::serve(hub, app).await;
+    let user = "u".repeat(600);
+    let mut client = server.connect(&format!("?userId={user}")).await;
+    client
+        .send_json(&envelope("fwd", json!("x"), json!([])))
+        .await;
+    let got = client.recv().await;
+    assert_eq!(got["action"], "took", "the forward failed: {got}");
+    assert_eq!(got["message"], 600, "{got}");
 }
 
 /// A plain HTTP request to the forward route, even with forged `wshub-*` headers, is refused by

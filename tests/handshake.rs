@@ -78,6 +78,12 @@ impl Upgrade {
         this
     }
 
+    /// Adds a header line, keeping any others of the same name.
+    fn add(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     fn without(mut self, name: &str) -> Self {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self
@@ -455,6 +461,146 @@ async fn upgrade_over_http_1_0_is_400() {
     let response = Upgrade::to(&server).version("HTTP/1.0").send(&server).await;
     assert_refused(&response, 400, "HTTP/1.1", "HTTP/1.0");
     assert_eq!(server.hub.connection_count(), 0);
+}
+
+/// RFC 6455 §11.3.1 and §11.3.5: `Sec-WebSocket-Key` and `Sec-WebSocket-Version` must not
+/// appear more than once, and such a handshake is invalid (§4.2.1); which of the lines a server
+/// reads would be a guess that a proxy in front may guess differently.
+#[tokio::test]
+async fn upgrade_with_a_repeated_key_or_version_is_400() {
+    let server = TestServer::start().await;
+    let other_key = "AAAAAAAAAAAAAAAAAAAAAA==";
+    for (case, request, says) in [
+        (
+            "two keys",
+            Upgrade::to(&server).add("Sec-WebSocket-Key", other_key),
+            "Sec-WebSocket-Key",
+        ),
+        (
+            "the same key twice",
+            Upgrade::to(&server).add("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            "Sec-WebSocket-Key",
+        ),
+        (
+            "two versions",
+            Upgrade::to(&server).add("Sec-WebSocket-Version", "8"),
+            "Sec-WebSocket-Version",
+        ),
+        (
+            "version 13 twice",
+            Upgrade::to(&server).add("Sec-WebSocket-Version", "13"),
+            "Sec-WebSocket-Version",
+        ),
+    ] {
+        let response = request.send(&server).await;
+        assert_refused(&response, 400, says, case);
+    }
+    assert_eq!(server.hub.connection_count(), 0);
+}
+
+/// RFC 9112 §3.2: a request with more than one `Host` line is answered `400`. RFC 6454 §7.3: a
+/// user agent sends at most one `Origin`, so an origin check over one of several would check
+/// what no browser sent. `Upgrade` and `Connection` are token lists, which may be split over
+/// several lines (RFC 9110 §5.3).
+#[tokio::test]
+async fn upgrade_with_a_repeated_host_or_origin_is_400_but_token_lists_may_repeat() {
+    let server = TestServer::start().await;
+    let own_origin = format!("http://{}", server.addr);
+    for (case, request, says) in [
+        (
+            "two hosts",
+            Upgrade::to(&server).add("Host", "evil.example"),
+            "Host",
+        ),
+        (
+            "two origins",
+            Upgrade::to(&server)
+                .add("Origin", &own_origin)
+                .add("Origin", "https://evil.example"),
+            "Origin",
+        ),
+        (
+            "the same origin twice",
+            Upgrade::to(&server)
+                .add("Origin", &own_origin)
+                .add("Origin", &own_origin),
+            "Origin",
+        ),
+    ] {
+        let response = request.send(&server).await;
+        assert_refused(&response, 400, says, case);
+    }
+    assert_eq!(server.hub.connection_count(), 0);
+
+    let response = Upgrade::to(&server)
+        .add("Upgrade", "websocket")
+        .set("Connection", "keep-alive")
+        .add("Connection", "Upgrade")
+        .add("Origin", &own_origin)
+        .send(&server)
+        .await;
+    assert_switched(
+        &response,
+        "Upgrade twice, Connection over two lines, one Origin",
+    );
+}
+
+/// PROTOCOL.md §3: a query-string `userId` or `groupId` longer than `max_id_len` (measured after
+/// percent-decoding) refuses the upgrade, rather than opening a socket whose every forward fails.
+#[tokio::test]
+async fn upgrade_with_a_query_id_longer_than_max_id_len_is_400() {
+    let server = TestServer::start().await;
+    for (case, query, says) in [
+        (
+            "an 8,000-byte userId",
+            format!("userId={}", "u".repeat(8000)),
+            "userId",
+        ),
+        (
+            "a 257-byte userId",
+            format!("userId={}", "u".repeat(257)),
+            "userId",
+        ),
+        (
+            "a 257-byte groupId",
+            format!("userId=ann&groupId={}", "g".repeat(257)),
+            "groupId",
+        ),
+        (
+            "a groupId of 258 bytes, decoded",
+            format!("groupId={}", "%C3%BC".repeat(129)),
+            "groupId",
+        ),
+    ] {
+        let response = Upgrade::to(&server)
+            .target(&format!("/ws?{query}"))
+            .send(&server)
+            .await;
+        assert_refused(&response, 400, says, case);
+        assert!(
+            response.body.contains("256"),
+            "{case}: says the limit: {response:?}"
+        );
+    }
+    assert_eq!(server.hub.connection_count(), 0);
+
+    // At the limit, decoded: accepted.
+    let user = "u".repeat(256);
+    let group = "%C3%BC".repeat(128);
+    let (_client, connected) = server
+        .try_connect(&format!("?userId={user}&groupId={group}"), &[])
+        .await
+        .expect("ids of exactly max_id_len bytes are accepted");
+    assert_eq!(connected["message"]["userId"], user);
+    assert_eq!(connected["message"]["groupId"], "ü".repeat(128));
+
+    // The limit is the hub's.
+    let server = TestServer::with(Hub::builder().max_id_len(8000)).await;
+    let response = Upgrade::to(&server)
+        .target(&format!("/ws?userId={}", "u".repeat(8000)))
+        .send(&server)
+        .await;
+    assert_switched(&response, "an 8,000-byte userId under max_id_len(8000)");
 }
 
 // ---------------------------------------------------------------------------------------------

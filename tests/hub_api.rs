@@ -27,7 +27,8 @@ fn set<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeSet<T> {
 }
 
 /// Sends `envelope` with `Hub::send`, then a marker to all, and returns which clients got the
-/// envelope; checks that `send`'s count matches what arrived and that what arrived is `envelope`.
+/// envelope; checks that `send`'s count matches what arrived and that what arrived is `envelope`
+/// without its recipients (PROTOCOL.md §1).
 async fn who_receives(hub: &Hub, clients: &mut [Client], envelope: &Envelope) -> Vec<usize> {
     let delivered = hub.send(envelope);
     assert_eq!(
@@ -39,9 +40,13 @@ async fn who_receives(hub: &Hub, clients: &mut [Client], envelope: &Envelope) ->
     for (i, client) in clients.iter_mut().enumerate() {
         let first = client.recv().await;
         if first["action"] == envelope.action.as_str() {
-            let sent: serde_json::Value =
+            let mut sent: serde_json::Value =
                 serde_json::from_str(&envelope.to_json()).expect("to_json is JSON");
-            assert_eq!(first, sent, "client {i} got the envelope as sent");
+            sent["recipients"] = json!([]);
+            assert_eq!(
+                first, sent,
+                "client {i} got the envelope as sent, without recipients"
+            );
             got.push(i);
             client.recv_action("marker").await;
         } else {

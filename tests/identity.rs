@@ -216,6 +216,50 @@ async fn the_resolvers_user_and_groups_win_over_the_query_string() {
     assert_eq!(hub.user_count(), 1);
 }
 
+/// A resolver whose answer holds an id longer than `max_id_len` is an application bug: the
+/// upgrade is refused with `500` (and logged) rather than opening a socket whose forwards and
+/// answers would all fail. The query string, which the resolver replaces, is not checked.
+#[tokio::test]
+async fn a_resolver_answer_with_an_id_longer_than_max_id_len_is_500() {
+    let hub = Hub::builder()
+        .max_id_len(8)
+        .max_connections(1)
+        .identity(|parts: &Parts| {
+            let who = parts
+                .headers
+                .get("x-who")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            async move {
+                Ok(match who.as_str() {
+                    "long-user" => Identity::user("a-long-user"),
+                    "long-group" => Identity::user("ann")
+                        .in_group("staff")
+                        .in_group("long-group"),
+                    _ => Identity::user("ann").in_group("staff"),
+                })
+            }
+        })
+        .build();
+    let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
+    for (who, says) in [("long-user", "userId"), ("long-group", "group")] {
+        let refusal = refused(&server, "", &[("x-who", who)]).await;
+        assert_eq!(refusal.status, 500, "{who}: {refusal:?}");
+        assert!(
+            refusal.body.contains(says) && refusal.body.contains("max_id_len"),
+            "{who}: {refusal:?}"
+        );
+    }
+    assert_eq!(server.hub.connection_count(), 0);
+
+    // The refusals held no place; a query-string userId over the limit is ignored, as the
+    // whole query string is when a resolver decides.
+    let (mut ann, connected) = connect(&server, "?userId=far-too-long-for-eight", &[]).await;
+    assert_eq!(about(&connected)["userId"], "ann");
+    expect_nothing_but_marker(&server, &mut ann).await;
+}
+
 /// Publishes `recipients`, then a marker to all, and returns which clients got the envelope.
 async fn who_receives(
     server: &TestServer,
@@ -657,8 +701,8 @@ async fn forged_identity_in_the_upgrade_request_or_the_envelope_never_reaches_th
         "copy_headers copies x-trace but never a wshub-* header"
     );
 
-    // An anonymous connection has no identity to stamp on its envelope (PROTOCOL.md §4), but the
-    // trusted identity the app gets is still its own: anonymous, not "admin".
+    // An anonymous connection's ids are empty, and so is what it claims in its envelope
+    // (PROTOCOL.md §4): the app sees anonymous, not "admin", in headers, sender and envelope.
     let (mut anonymous, _) = connect(&server, "", &FORGED).await;
     anonymous.send_json(&forged_envelope).await;
     let seen = anonymous.recv_action("seen").await;
@@ -672,6 +716,10 @@ async fn forged_identity_in_the_upgrade_request_or_the_envelope_never_reaches_th
     assert_eq!(
         seen["message"]["sender"],
         json!({"connectionId": anonymous.id, "userId": "", "groupId": "", "groups": []})
+    );
+    assert_eq!(
+        seen["message"]["envelope"],
+        json!({"userId": "", "groupId": ""})
     );
 }
 

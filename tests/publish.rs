@@ -141,7 +141,11 @@ async fn valid_authorized_envelope_is_200_with_delivered_count() {
         let got = client.recv_action("news").await;
         assert_eq!(got["message"], json!({"headline": "hello", "n": 1.50}));
         assert_eq!(got["userId"], "backend");
-        assert_eq!(got["recipients"], json!([{"type": "group", "value": "g1"}]));
+        assert_eq!(
+            got["recipients"],
+            json!([]),
+            "receivers never see the list (§1)"
+        );
     }
     // carol is not in g1: the marker is the first thing she reads.
     marker_is_next(&server, &mut c).await;
@@ -273,6 +277,41 @@ async fn unknown_recipient_type_is_400_naming_the_type() {
         "error {error:?} does not name the bad recipient"
     );
     // The valid `group` recipient in the same envelope did not deliver it either.
+    marker_is_next(&server, &mut c).await;
+}
+
+/// PROTOCOL.md §8: a recipient that repeats `type` or `value` is invalid. Taking the last of
+/// them would let a body pass a proxy that checks the first (`user` `nobody`) and reach
+/// everyone.
+#[tokio::test]
+async fn recipient_with_a_duplicate_key_is_400_and_delivers_nothing() {
+    let server = TestServer::start().await;
+    let mut c = vec![
+        server.connect("?userId=ann&groupId=g1").await,
+        server.connect("").await,
+    ];
+    for (body, says) in [
+        (
+            r#"{"action":"leak","recipients":[{"type":"user","value":"nobody","type":"all"}]}"#,
+            "recipients[0] has a duplicate field `type`",
+        ),
+        (
+            r#"{"action":"leak","recipients":[{"type":"all"},{"type":"user","value":"nobody","value":"ann"}]}"#,
+            "recipients[1] has a duplicate field `value`",
+        ),
+        (
+            r#"{"action":"leak","recipients":[{"type":"group","type":"group","value":"g1"}]}"#,
+            "recipients[0] has a duplicate field `type`",
+        ),
+    ] {
+        let response = server.post("/api/publish", Some(TOKEN), body).await;
+        assert_eq!(response.status, 400, "{body}: {response:?}");
+        let error = error_text(&response);
+        assert!(
+            error.contains(says),
+            "{body}: error {error:?} lacks {says:?}"
+        );
+    }
     marker_is_next(&server, &mut c).await;
 }
 

@@ -126,7 +126,7 @@ test("send/on: objects are sent as JSON values and arrive as objects; strings st
     message: object,
     groupId: "",
     userId: "obj-a",
-    recipients: [{ type: "user", value: "obj-b" }],
+    recipients: [],
   });
   const text = await rb.envelope("text");
   assert.equal(text.message, '{"looks":"like JSON"}');
@@ -215,11 +215,9 @@ test("to: every recipient builder, routed by the hub as protocol §2 says", asyn
       .join("");
     assert.equal(got, expected, `${label} (${JSON.stringify(recipients)}) reached ${got}`);
   }
+  // A receiver is not told whom else the sender addressed, nor whom it left out (protocol §1).
   const received = B.recorder.envelopes.find((e) => e.action === "route:group+allButUser");
-  assert.deepEqual(received.recipients, [
-    { type: "group", value: "rt-g1" },
-    { type: "allButUser", value: "rt-ann" },
-  ]);
+  assert.deepEqual(received.recipients, []);
 });
 
 test("__error: onError and on('__error') get the hub's errors; the socket stays open", async () => {

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 
+use crate::envelope::FieldLimits;
 use crate::info::ConnectionInfo;
 
 /// The sender's connection id. Set only by the hub: incoming requests lose any such header.
@@ -15,11 +16,13 @@ pub(crate) const GROUP_ID: HeaderName = HeaderName::from_static("wshub-group-id"
 
 /// `POST uri` with the envelope as body, the sender's identity headers, the headers copied from
 /// the upgrade request, the configured fixed headers, and (for in-process forwards, where the
-/// application reads it with the extractor) the sender as a request extension.
+/// application reads them with the extractor) the sender and the hub's field limits as request
+/// extensions.
 pub(crate) fn build(
     uri: &Uri,
     body: Bytes,
     sender: &ConnectionInfo,
+    limits: FieldLimits,
     copied: &HeaderMap,
     extra: &HeaderMap,
 ) -> Request<Bytes> {
@@ -40,6 +43,7 @@ pub(crate) fn build(
     headers.insert(USER_ID, header_text(&sender.user_id));
     headers.insert(GROUP_ID, header_text(sender.group_id()));
     request.extensions_mut().insert(sender.clone());
+    request.extensions_mut().insert(limits);
     request
 }
 

@@ -218,13 +218,20 @@ impl Server {
             Some(r) if r.value == wshub_bench::GROUP => Target::All,
             Some(r) => Target::Group(&r.value),
         };
+        // The baselines send what wshub delivers: the envelope with `recipients: []`
+        // (PROTOCOL.md §1), so every implementation puts the same bytes on the wire.
+        let delivered = || {
+            Envelope {
+                recipients: Vec::new(),
+                ..envelope.clone()
+            }
+            .to_json()
+        };
         match self {
             Self::Wshub(hub) => hub.send(envelope),
-            Self::Tungstenite(registry, _) => {
-                registry.send(target, &Utf8Bytes::from(envelope.to_json()))
-            }
+            Self::Tungstenite(registry, _) => registry.send(target, &Utf8Bytes::from(delivered())),
             Self::Raw(registry) => {
-                let json = envelope.to_json();
+                let json = delivered();
                 let mut frame = text_frame_header(json.len());
                 frame.extend_from_slice(json.as_bytes());
                 registry.send(target, &Bytes::from(frame))
