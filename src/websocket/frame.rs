@@ -66,6 +66,10 @@ impl Frame {
         Self::control(OP_CLOSE, &payload)
     }
 
+    pub(crate) fn is_pong(&self) -> bool {
+        self.0.first() == Some(&(FIN | OP_PONG))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }

@@ -180,9 +180,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
         self.out.insert(at, frame);
     }
 
-    /// Answers a ping.
+    /// Answers a ping. A pong not yet begun is replaced rather than joined by another (RFC 6455
+    /// §5.5.3 allows answering the latest ping only), so a client that pings without reading
+    /// cannot make answers pile up.
     pub(crate) fn pong(&mut self, payload: &[u8]) {
-        self.send_control(Frame::control(OP_PONG, payload));
+        let pong = Frame::control(OP_PONG, payload);
+        let begun = usize::from(self.written > 0);
+        let waiting = self.out.iter().skip(begun).position(Frame::is_pong);
+        match waiting {
+            Some(at) => {
+                let old = std::mem::replace(&mut self.out[begun + at], pong);
+                self.out_cost = self.out_cost - old.cost() + self.out[begun + at].cost();
+            }
+            None => self.send_control(pong),
+        }
     }
 
     /// Writes what the mailbox holds until the socket takes no more, a few batches at most.
@@ -353,5 +364,30 @@ fn decoded(event: Result<Inbound, Violation>) -> Event {
     match event {
         Ok(inbound) => Event::Inbound(inbound),
         Err(Violation(code)) => Event::Violation(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budget;
+
+    #[tokio::test]
+    async fn pings_from_a_client_that_does_not_read_leave_one_pong_waiting() {
+        // The other end never reads: writes stop once the pipe is full.
+        let (io, _peer) = tokio::io::duplex(64);
+        let budget = Budget::unlimited();
+        let mut socket = Socket::new(io, 1024, Duration::from_secs(60), &budget);
+        let mailbox = Mailbox::new(1 << 20);
+        for n in 0..200u32 {
+            socket.pong(&n.to_be_bytes());
+            let _ =
+                tokio::time::timeout(Duration::from_millis(1), socket.next(&mailbox, false)).await;
+        }
+        assert!(socket.out.len() <= 2, "{} pongs wait", socket.out.len());
+        assert_eq!(
+            socket.out_cost,
+            socket.out.iter().map(Frame::cost).sum::<usize>()
+        );
     }
 }
