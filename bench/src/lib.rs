@@ -9,14 +9,17 @@ pub mod client;
 
 /// The group every benchmark connection is in (`/ws?groupId=bench`).
 pub const GROUP: &str = "bench";
-/// Per-socket read buffer of both tungstenite servers; the same as wshub's `READ_BUFFER`
-/// (src/connection.rs).
+/// Per-socket read buffer of the tungstenite baseline (`--read-buffer` changes it). wshub keeps
+/// none: it reads into 16 KiB on the stack and keeps only what a message not yet whole needs
+/// (`READ_CHUNK` in src/websocket/socket.rs).
 pub const READ_BUFFER: usize = 4 * 1024;
-/// Bytes gathered before a write, as wshub's `WRITE_BUFFER`.
+/// Bytes the tungstenite baseline gathers before a write. wshub has no write buffer: it hands the
+/// queued frames' shared bytes to one vectored write.
 pub const WRITE_BUFFER: usize = 8 * 1024;
 /// Per-socket queue of the baselines, in frames (wshub bounds what waits in bytes: 4 MiB by default).
 pub const QUEUE: usize = 1024;
-/// Queued frames written per flush, as wshub's `MAX_BATCH`.
+/// Queued frames written per flush by the baselines; wshub hands up to as many to one vectored
+/// write (`MAX_SLICES` in src/websocket/socket.rs).
 pub const MAX_BATCH: usize = 64;
 
 /// Wall-clock time in nanoseconds since the epoch: comparable between the processes of a run.
@@ -51,7 +54,7 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU time of a process, in seconds, from /proc/<pid>/stat.
+/// User plus system CPU time of a process, in seconds, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses; the fields after it may not.

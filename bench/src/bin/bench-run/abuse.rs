@@ -117,12 +117,6 @@ pub struct Churn {
     cpu_per_1k: f64,
 }
 
-/// The server's VmRSS and RssAnon, in KiB.
-async fn rss(session: &mut Session) -> Result<(u64, u64)> {
-    let answer = session.server.ask("rss", "rss").await?;
-    Ok((number(&answer, 1)?, number(&answer, 2)?))
-}
-
 pub async fn churn(env: &mut Env, which: &str, per_second: f64, seconds: f64) -> Result<Churn> {
     eprintln!("bench-run: scenario 7, {which}, churn of {per_second}/s for {seconds} s");
     let (mut session, _) = Session::start(env, which, None, 0, &[]).await?;
@@ -138,7 +132,7 @@ async fn run_churn(
     per_second: f64,
     seconds: f64,
 ) -> Result<Churn> {
-    let rss_start = rss(session).await?;
+    let rss_start = session.rss().await?;
     let mut command = env.command(1, "bench-load");
     command.args([
         "--addr",
@@ -164,7 +158,7 @@ async fn run_churn(
         tokio::select! {
             answer = load.expect("churn", deadline) => break answer,
             _ = ticks.tick() => {
-                let rss = rss(session).await?;
+                let rss = session.rss().await?;
                 rss_max = rss_max.max(rss.0);
                 if rss_warm.is_none() && started.elapsed() >= Duration::from_secs(2) {
                     rss_warm = Some(rss);
@@ -186,7 +180,7 @@ async fn run_churn(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_end = rss(session).await?;
+    let rss_end = session.rss().await?;
     let ok: u64 = number(&answer, 1)?;
     Ok(Churn {
         which: which.to_owned(),

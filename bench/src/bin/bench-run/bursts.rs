@@ -193,11 +193,8 @@ pub(crate) fn report_latency(burst: &[(String, Measured)], every_ms: u64) -> Str
     s
 }
 
-pub(crate) fn report_bursts(
-    reps: usize,
-    idle: &[(String, Measured)],
-    burst: &[(String, Measured)],
-) -> String {
+/// Scenario 1's table.
+pub(crate) fn report_idle(idle: &[(String, Measured)]) -> String {
     let mut s = String::new();
     let base_idle = idle
         .iter()
@@ -231,7 +228,16 @@ pub(crate) fn report_bursts(
         );
     }
     s.push('\n');
+    s
+}
 
+/// Scenario 2's table, and the verdicts of scenarios 1 and 2.
+pub(crate) fn report_bursts(
+    reps: usize,
+    idle: &[(String, Measured)],
+    burst: &[(String, Measured)],
+) -> String {
+    let mut s = String::new();
     let base_rate = burst
         .iter()
         .find(|(w, _)| *w == "tungstenite")

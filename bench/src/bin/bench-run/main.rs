@@ -5,6 +5,7 @@
 //!
 //! - scenarios 1 (idle capacity), 2 (burst broadcast) and 3 (isolated broadcast latency, in the
 //!   sessions of scenario 2), here;
+//! - scenario 1 after a 1 MB frame to every idle connection (issue 10), [`large_frame`];
 //! - the read speed of large client messages per read buffer, [`read_speed`];
 //! - scenario 4 (groups and users under an open-loop rate), [`groups`];
 //! - scenario 5 (the publish endpoint against a no-op route of the same server), here;
@@ -18,8 +19,9 @@
 //!
 //! Options: `--reps N` (bursts measured per implementation and publish path; default 9 quick, 15
 //! full), `--out PATH` (default docs/benchmarks.md of the workspace), `--port-base P` (default
-//! 20000; every server gets the next free port below 32768), `--only 1,read,4,5,6,7` (some
-//! scenarios only, for working on one; `1` is scenarios 1-3), `--profile FILE` (no report: a
+//! 20000; every server gets the next free port below 32768), `--only 1,large,read,4,5,6,7`
+//! (some scenarios only, for working on one; `1` is scenarios 1-3 with the large frame, `large`
+//! the large frame alone), `--profile FILE` (no report: a
 //! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`;
 //! `--profile-impl tungstenite` records a baseline instead).
 //!
@@ -31,6 +33,7 @@
 mod abuse;
 mod bursts;
 mod groups;
+mod large_frame;
 mod procs;
 mod publish;
 mod read_speed;
@@ -43,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use wshub_bench::Args;
 
-use bursts::{bursts, idle, report_bursts, report_latency};
+use bursts::{bursts, idle, report_bursts, report_idle, report_latency};
 use procs::{binaries, profile, stop_profile, Env};
 use publish::{publish_endpoint, report_http};
 use report::{report_head, write_report};
@@ -159,6 +162,9 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     } else {
         (2_000, 2_000)
     };
+    // Scenario 1 after a 1 MB frame: 1 MB to each connection, so far fewer than scenario 1's
+    // (19,000 would be 19 GB through loopback and, for the baseline, 19 GB of write buffers).
+    let large_c = if full { 2_000 } else { 500 };
     // Scenario 3 runs in the burst session, after the bursts: publishes; seconds per row of
     // scenario 5.
     let (latency_n, http_seconds) = if full { (100, 10) } else { (10, 1) };
@@ -197,8 +203,9 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     }
     let mut section = String::new();
     let mut idle = Vec::new();
+    let mut burst = Vec::new();
     if plan.wants("1") {
-        let burst = bursts(&mut env, burst_c, reps, latency_n).await?;
+        burst = bursts(&mut env, burst_c, reps, latency_n).await?;
         if idle_c == burst_c {
             // Quick: the burst sessions' idle RSS was read before any burst.
             idle.extend(burst.iter().cloned());
@@ -214,6 +221,16 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
             let m = self::idle(&mut env, "tungstenite", Some(bytes), idle_c).await?;
             idle.push((format!("tungstenite, {bytes} B read buffer"), m));
         }
+        section.push_str(&report_idle(&idle));
+    }
+    if plan.wants("1") || plan.wants("large") {
+        let mut rows = Vec::new();
+        for which in ["wshub", "tungstenite"] {
+            rows.push(large_frame::run(&mut env, which, large_c).await?);
+        }
+        section.push_str(&large_frame::report(&rows));
+    }
+    if plan.wants("1") {
         section.push_str(&report_bursts(reps, &idle, &burst));
         section.push_str(&report_latency(&burst, LATENCY_EVERY_MS));
     }

@@ -96,8 +96,9 @@ pub fn report(uploads: &[Upload], idle: &[(String, Measured)], messages: usize) 
          takes them (addressed to a user nobody is: wshub reads, parses and routes each to no \
          one; the baseline reads it and drops it), then a small marker that comes back; MB/s = \
          bytes ÷ (first byte sent → marker back), median of {RUNS} uploads. The memory column is \
-         scenario 1's row for the same server. wshub reads through a 256-byte tungstenite buffer \
-         and, while data keeps arriving, 16 KiB chunks that are freed once the socket goes idle.\n",
+         scenario 1's row for the same server. wshub reads 16 KiB at a time into a buffer on the \
+         stack and keeps only the part of a message not yet whole, so an idle socket holds no \
+         read buffer.\n",
         MESSAGE / 1000
     );
     let _ = writeln!(

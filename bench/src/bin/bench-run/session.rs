@@ -10,6 +10,10 @@ use wshub_bench::{burst_envelope, unix_ns};
 use crate::procs::{number, Env, Proc};
 use crate::{Result, BURST, BYTES, PER_LOAD};
 
+/// How long a server is left after its connections are open (or a large frame is delivered)
+/// before its idle memory is read: what the handshakes and writes left behind settles.
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
+
 /// What one implementation measured at one connection count.
 #[derive(Default, Clone)]
 pub(crate) struct Measured {
@@ -17,6 +21,9 @@ pub(crate) struct Measured {
     pub(crate) connect_ms: u64,
     pub(crate) rss_before_kib: u64,
     pub(crate) rss_idle_kib: u64,
+    /// RssAnon (heap and stacks, without the executable's pages) at the same two moments.
+    pub(crate) anon_before_kib: u64,
+    pub(crate) anon_idle_kib: u64,
     pub(crate) rss_after_kib: u64,
     /// Deliveries per second of each measured burst, by publish path.
     pub(crate) rust: Vec<f64>,
@@ -38,6 +45,7 @@ impl Measured {
 
 /// One server with its load clients.
 pub(crate) struct Session {
+    which: String,
     pub(crate) server: Proc,
     pub(crate) loads: Vec<Proc>,
     pub(crate) port: u16,
@@ -47,6 +55,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A server of `which` with `connections` idle connections, measured as scenario 1 does.
     pub(crate) async fn start(
         env: &mut Env,
         which: &str,
@@ -54,6 +63,17 @@ impl Session {
         connections: usize,
         load_args: &[&str],
     ) -> Result<(Self, Measured)> {
+        let mut session = Self::server(env, which, read_buffer).await?;
+        let measured = session.connect(env, connections, load_args).await?;
+        Ok((session, measured))
+    }
+
+    /// A server of `which`, listening, with no connections yet.
+    pub(crate) async fn server(
+        env: &mut Env,
+        which: &str,
+        read_buffer: Option<usize>,
+    ) -> Result<Self> {
         let port = env.port()?;
         let mut command = env.command(0, "bench-server");
         command.args(["--impl", which, "--port", &port.to_string()]);
@@ -63,7 +83,27 @@ impl Session {
         let mut server = Proc::spawn(command, format!("server {which}"))?;
         server.expect("listening", Duration::from_secs(10)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let rss_before_kib = number(&server.ask("rss", "rss").await?, 1)?;
+        Ok(Self {
+            which: which.to_owned(),
+            server,
+            loads: Vec::new(),
+            port,
+            connections: 0,
+            publisher: None,
+        })
+    }
+
+    /// Opens `connections` through load clients (once per session) and measures the server's
+    /// memory before and with them, once they are idle.
+    pub(crate) async fn connect(
+        &mut self,
+        env: &Env,
+        connections: usize,
+        load_args: &[&str],
+    ) -> Result<Measured> {
+        let (which, port) = (self.which.clone(), self.port);
+        let server = &mut self.server;
+        let (rss_before_kib, anon_before_kib) = rss(server).await?;
 
         let started = Instant::now();
         let mut loads = Vec::new();
@@ -105,23 +145,24 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // Let what the handshakes left behind settle.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss_idle_kib = number(&server.ask("rss", "rss").await?, 1)?;
-        let session = Self {
-            server,
-            loads,
-            port,
-            connections,
-            publisher: None,
-        };
-        let measured = Measured {
+        tokio::time::sleep(SETTLE).await;
+        let (rss_idle_kib, anon_idle_kib) = rss(server).await?;
+        self.loads = loads;
+        self.connections = connections;
+        Ok(Measured {
             connections,
             connect_ms,
             rss_before_kib,
             rss_idle_kib,
+            anon_before_kib,
+            anon_idle_kib,
             ..Measured::default()
-        };
-        Ok((session, measured))
+        })
+    }
+
+    /// The server's VmRSS and RssAnon, in KiB.
+    pub(crate) async fn rss(&mut self) -> Result<(u64, u64)> {
+        rss(&mut self.server).await
     }
 
     pub(crate) async fn arm(&mut self) -> Result<()> {
@@ -228,6 +269,12 @@ impl Session {
         }
         self.server.stop().await;
     }
+}
+
+/// A server's VmRSS and RssAnon, in KiB.
+async fn rss(server: &mut Proc) -> Result<(u64, u64)> {
+    let answer = server.ask("rss", "rss").await?;
+    Ok((number(&answer, 1)?, number(&answer, 2)?))
 }
 
 pub(crate) fn rate(connections: usize, started: u128, last: u128) -> f64 {

@@ -14,8 +14,8 @@
 //! | `openloop RATE SECONDS GROUPS USERS` | scenario 4: for SECONDS, RATE envelopes a second, each sent when it is due and stamped with that time, alternately to group `g{k % GROUPS}` and user `u{k % USERS}`; `openloop SENT DELIVERED LATE_MS` (the latest any send started after it was due) |
 //! | `quit` | exits |
 //!
-//! `--read-buffer BYTES` sets the tungstenite baseline's read buffer (default 4 KiB, as wshub's),
-//! to measure what that buffer costs per idle socket.
+//! `--read-buffer BYTES` sets the tungstenite baseline's read buffer (default 4 KiB), to measure
+//! what that buffer costs per idle socket (wshub keeps no read buffer between reads).
 //!
 //! It exits by itself when stdin closes or after `--max-seconds` (default 900).
 //!
@@ -25,9 +25,10 @@
 //!   handler; served with hyper-util's `auto::Builder` (`serve_connection_with_upgrades`);
 //!   `burst` and `openloop` call `Hub::send`.
 //! - **tungstenite** ([`baselines`]): baseline (a), a bare tokio-tungstenite fan-out server:
-//!   `accept_hdr_async` with the same read and write buffer sizes as wshub, one task and one
+//!   `accept_hdr_async` with a 4 KiB read buffer and an 8 KiB write buffer, one task and one
 //!   bounded queue per socket (reading the socket, echoing small text messages, and writing queued
-//!   frames in batches of up to 64 with one flush), a registry of queues by id, group and user
+//!   frames in batches of up to 64 with one flush; tungstenite copies each frame into its write
+//!   buffer, which keeps the capacity of the largest batch it has held), a registry of queues by id, group and user
 //!   ([`registry`]); sends serialise each envelope once and `try_send` a clone of the shared
 //!   `Utf8Bytes` to every targeted queue.
 //! - **raw**: baseline (b), the floor: a hand-written handshake, then each envelope encoded once
