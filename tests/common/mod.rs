@@ -242,45 +242,15 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
     within("a raw HTTP response", async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream.write_all(request).await.expect("write request");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = find(&buf, b"\r\n\r\n") {
-                break at;
+        let (mut response, mut body) = read_head(&mut stream).await;
+        if response.header("content-length").is_some() {
+            read_body(&mut stream, &mut response, body).await;
+        } else {
+            if response.status != 101 {
+                stream.read_to_end(&mut body).await.ok();
             }
-            let n = stream.read(&mut chunk).await.expect("read response");
-            assert!(
-                n > 0,
-                "connection closed before a response head: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        let mut response = RawResponse {
-            status,
-            head,
-            body: String::new(),
-        };
-        let mut body = buf[head_end + 4..].to_vec();
-        if let Some(len) = response
-            .header("content-length")
-            .and_then(|l| l.parse::<usize>().ok())
-        {
-            while body.len() < len {
-                let n = stream.read(&mut chunk).await.expect("read body");
-                assert!(n > 0, "connection closed mid-body");
-                body.extend_from_slice(&chunk[..n]);
-            }
-        } else if status != 101 {
-            stream.read_to_end(&mut body).await.ok();
+            response.body = String::from_utf8_lossy(&body).into_owned();
         }
-        response.body = String::from_utf8_lossy(&body).into_owned();
         response
     })
     .await
@@ -290,45 +260,60 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
 /// keep-alive connection, or one still sending).
 pub async fn read_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> RawResponse {
     within("a response", async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = find(&buf, b"\r\n\r\n") {
-                break at;
-            }
-            let n = stream.read(&mut chunk).await.expect("read a response");
-            assert!(
-                n > 0,
-                "connection closed before a response head: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        let mut response = RawResponse {
-            status,
-            head,
-            body: String::new(),
-        };
-        let len: usize = response
-            .header("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or_else(|| panic!("no Content-Length: {:?}", response.head));
-        let mut body = buf[head_end + 4..].to_vec();
-        while body.len() < len {
-            let n = stream.read(&mut chunk).await.expect("read body");
-            assert!(n > 0, "connection closed mid-body");
-            body.extend_from_slice(&chunk[..n]);
-        }
-        response.body = String::from_utf8_lossy(&body).into_owned();
+        let (mut response, body) = read_head(stream).await;
+        read_body(stream, &mut response, body).await;
         response
     })
     .await
+}
+
+/// Reads a response head; returns it and what came after it.
+async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (RawResponse, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = find(&buf, b"\r\n\r\n") {
+            break at;
+        }
+        let n = stream.read(&mut chunk).await.expect("read a response");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let response = RawResponse {
+        status,
+        head,
+        body: String::new(),
+    };
+    (response, buf[head_end + 4..].to_vec())
+}
+
+/// Reads the rest of a `Content-Length` body (`body` holds what came with the head).
+async fn read_body(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    response: &mut RawResponse,
+    mut body: Vec<u8>,
+) {
+    let len: usize = response
+        .header("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {:?}", response.head));
+    let mut chunk = [0u8; 4096];
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await.expect("read body");
+        assert!(n > 0, "connection closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    response.body = String::from_utf8_lossy(&body).into_owned();
 }
 
 /// Waits until the server closes `stream`, and checks that it sent nothing more first.
