@@ -25,6 +25,7 @@ use crate::handshake::Link;
 use crate::hub::{Hub, Outbox, Pace, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
+use crate::inbound;
 use crate::info::ConnectionInfo;
 use crate::lazy_io::LazyIo;
 use crate::mailbox::{Delivery, Mailbox};
@@ -291,27 +292,14 @@ impl Session {
                 }
             }
         }
-        let mut envelope = match Envelope::parse(text.as_bytes(), self.hub.config().fields) {
+        let fields = self.hub.config().fields;
+        let envelope = match inbound::admit(text.as_bytes(), fields, &self.identity) {
             Ok(envelope) => envelope,
-            Err(e) => {
-                self.error("invalid_envelope", e.detail());
+            Err(rejection) => {
+                self.error(rejection.code, &rejection.detail);
                 return Next::Continue;
             }
         };
-        if envelope.action.starts_with("__") {
-            self.error(
-                "forbidden",
-                "actions starting with __ are reserved for the hub",
-            );
-            return Next::Continue;
-        }
-        // A client cannot speak as someone else.
-        if !self.identity.user_id.is_empty() {
-            envelope.user_id.clone_from(&self.identity.user_id);
-        }
-        if !self.identity.group_id().is_empty() {
-            envelope.group_id = self.identity.group_id().to_owned();
-        }
         let work = if self.pipeline.forwards(&self.hub, &envelope.action) {
             Work::Forward {
                 envelope,
