@@ -19,6 +19,7 @@ use crate::handshake::Link;
 use crate::hub::{Hub, Outbox, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
+use crate::inbound;
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
 use crate::pace::Pace;
@@ -281,23 +282,14 @@ impl Session {
                 }
             }
         }
-        let mut envelope = match Envelope::parse(text.as_bytes(), self.hub.config().fields) {
+        let fields = self.hub.config().fields;
+        let envelope = match inbound::admit(text.as_bytes(), fields, &self.identity) {
             Ok(envelope) => envelope,
-            Err(e) => {
-                self.error("invalid_envelope", e.detail());
+            Err(rejection) => {
+                self.error(rejection.code, &rejection.detail);
                 return None;
             }
         };
-        if envelope.action.starts_with("__") {
-            self.error(
-                "forbidden",
-                "actions starting with __ are reserved for the hub",
-            );
-            return None;
-        }
-        // A client cannot speak as someone else; an anonymous one speaks as nobody.
-        envelope.user_id.clone_from(&self.identity.user_id);
-        self.identity.group_id().clone_into(&mut envelope.group_id);
         let work = if self.pipeline.forwards(&self.hub, &envelope.action) {
             Work::Forward {
                 envelope,

@@ -69,7 +69,7 @@ impl Refusal {
         }
     }
 
-    fn response(self) -> Response<Bytes> {
+    pub(crate) fn response(self) -> Response<Bytes> {
         let mut response = Response::new(Bytes::from(format!("{self}\n")));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -252,7 +252,7 @@ fn copied_headers(hub: &Hub, headers: &HeaderMap) -> HeaderMap {
     copied
 }
 
-fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
+pub(crate) fn check<B>(hub: &Hub, request: &Request<B>) -> Result<HeaderValue, Refusal> {
     if request.method() != Method::GET {
         return Err(Refusal::MethodNotGet);
     }

@@ -50,10 +50,14 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod forward;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod hub;
 mod id;
 mod identity;
+mod inbound;
 mod info;
 mod layer;
 mod mailbox;

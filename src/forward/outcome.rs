@@ -17,7 +17,7 @@ pub(crate) enum Outcome {
 }
 
 /// Longest part of an error answer's body passed on to the client.
-const DETAIL_MAX: usize = 200;
+pub(crate) const DETAIL_MAX: usize = 200;
 
 impl Outcome {
     pub(crate) fn failed(code: &'static str, detail: impl Into<String>) -> Self {
