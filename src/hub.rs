@@ -188,7 +188,8 @@ impl Hub {
     /// Routes like [`send`](Self::send), and says which targets are behind: more than half their
     /// bound pending, so that a producer that can wait for them (`Pace::catch_up`) does.
     pub(crate) fn route(&self, envelope: &Envelope) -> Routed {
-        let frame = self.frame(envelope);
+        // Serialised for the first target: an envelope that reaches nobody costs no frame.
+        let mut frame = None;
         let mut routed = Routed::default();
         let registry = self.read();
         for_each_target(
@@ -196,6 +197,7 @@ impl Hub {
             &envelope.recipients,
             self.inner.config.empty_recipients,
             |member| {
+                let frame = frame.get_or_insert_with(|| self.frame(envelope));
                 let Some(pending) = member.outbox.offer(frame.clone()) else {
                     return;
                 };
