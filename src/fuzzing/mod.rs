@@ -122,3 +122,6 @@ pub fn upgrade<B>(hub: &Hub, request: &Request<B>) -> Upgrade {
 pub fn identity_from_query(query: Option<&str>) -> Identity {
     Identity::from_query(query)
 }
+
+mod session;
+pub use session::session;
