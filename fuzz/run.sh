@@ -8,20 +8,23 @@
 #   fuzz/run.sh 30 forward_answer upgrade_request
 #   FUZZ_SANITIZER=none fuzz/run.sh 300   # no AddressSanitizer: faster, real RSS
 #
-# Needs a nightly toolchain (`cargo +nightly`) and cargo-fuzz (`cargo install cargo-fuzz --locked`).
+# Needs a nightly toolchain (`cargo +nightly`) and cargo-fuzz (`cargo install cargo-fuzz --locked`);
+# FUZZ_TOOLCHAIN=stable FUZZ_SANITIZER=none runs on stable (libFuzzer needs no nightly; the
+# sanitizer does).
 # New inputs go to fuzz/work/corpus/<target> (not committed); the seeds in fuzz/corpus/ are only
 # read. Logs: fuzz/work/logs/<target>.log.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
+toolchain=${FUZZ_TOOLCHAIN:-nightly}
 seconds=${1:-60}
 shift || true
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: fuzz/run.sh [seconds] [target...]" >&2; exit 2; }
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    mapfile -t targets < <(cargo +nightly fuzz list)
+    mapfile -t targets < <(cargo "+$toolchain" fuzz list)
 fi
 
 # The dictionary that tells the fuzzer the words of each target's input.
@@ -39,7 +42,7 @@ dictionary() {
 # runs about eight times as many inputs and shows the targets' own memory in the RSS figures.
 build=(--release --debug-assertions --sanitizer "${FUZZ_SANITIZER:-address}")
 echo "==> building the fuzz targets"
-cargo +nightly fuzz build "${build[@]}"
+cargo "+$toolchain" fuzz build "${build[@]}"
 mkdir -p fuzz/work/logs
 failed=()
 for target in "${targets[@]}"; do
@@ -55,7 +58,7 @@ for target in "${targets[@]}"; do
     dict=$(dictionary "$target")
     [[ -n $dict ]] && args+=(-dict="$dict")
     echo "==> $target: ${seconds} s"
-    if cargo +nightly fuzz run "${build[@]}" "$target" "fuzz/work/corpus/$target" "fuzz/corpus/$target" \
+    if cargo "+$toolchain" fuzz run "${build[@]}" "$target" "fuzz/work/corpus/$target" "fuzz/corpus/$target" \
         -- "${args[@]}" >"$log" 2>&1; then
         status=ok
     else
