@@ -55,7 +55,7 @@ where
 
     let Some(id) = ConnectionId::random() else {
         tracing::error!("no random bytes for a connection id");
-        socket.close(CLOSE_INTERNAL, "", CLOSE_GRACE).await;
+        end(&mut socket, Ending::hub(CLOSE_INTERNAL)).await;
         return;
     };
     let mailbox = Arc::new(Mailbox::new(config.max_pending_bytes));
@@ -69,8 +69,7 @@ where
     outbox.offer(hub.frame(&Envelope::system("__connected", &about)));
     let own = outbox.clone();
     let Some(registration) = hub.register(id, &identity, outbox) else {
-        let (code, reason) = Ending::SHUTDOWN;
-        socket.close(code, reason, CLOSE_GRACE).await;
+        end(&mut socket, Ending::hub(CLOSE_GOING_AWAY)).await;
         return;
     };
     tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
@@ -108,11 +107,7 @@ where
     let ending = session.run(&mut socket, &mailbox).await;
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
-    match ending {
-        Ending::Close(code, reason) => socket.close(code, reason, CLOSE_GRACE).await,
-        Ending::ClientClosed(code) => socket.answer_close(code, CLOSE_GRACE).await,
-        Ending::Gone => {}
-    }
+    end(&mut socket, ending).await;
     tracing::debug!(%id, ?ending, "socket closed");
     drop(socket);
     session.finish().await;
@@ -137,8 +132,6 @@ enum Ending {
 }
 
 impl Ending {
-    const SHUTDOWN: (u16, &'static str) = (CLOSE_GOING_AWAY, "going away");
-
     /// The hub's own closes, each with its reason.
     fn hub(code: u16) -> Self {
         let reason = match code {
@@ -152,6 +145,18 @@ impl Ending {
             _ => "",
         };
         Self::Close(code, reason)
+    }
+}
+
+/// Ends the connection as the session ended: the hub's close, or the answer to the client's.
+async fn end<S>(socket: &mut Socket<S>, ending: Ending)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match ending {
+        Ending::Close(code, reason) => socket.close(code, reason, CLOSE_GRACE).await,
+        Ending::ClientClosed(code) => socket.answer_close(code, CLOSE_GRACE).await,
+        Ending::Gone => {}
     }
 }
 
