@@ -41,19 +41,10 @@ fn check(
         (Ok(parsed), Ok(envelope)) => {
             assert!(!envelope.action.starts_with("__"), "{envelope:?}");
             assert_within(parsed, limits);
-            // Only the identity fields change, and only to the connection's own.
-            let expect_user = if identity.user_id.is_empty() {
-                &parsed.user_id
-            } else {
-                &identity.user_id
-            };
-            let expect_group = if identity.group_id().is_empty() {
-                parsed.group_id.as_str()
-            } else {
-                identity.group_id()
-            };
-            assert_eq!(&envelope.user_id, expect_user);
-            assert_eq!(envelope.group_id, expect_group);
+            // Only the identity fields change, always to the connection's own (empty for an
+            // anonymous one): a client never speaks as anyone else.
+            assert_eq!(envelope.user_id, identity.user_id);
+            assert_eq!(envelope.group_id, identity.group_id());
             assert_eq!(envelope.action, parsed.action);
             assert_eq!(envelope.message.get(), parsed.message.get());
             assert_eq!(envelope.recipients, parsed.recipients);

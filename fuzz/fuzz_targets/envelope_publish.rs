@@ -24,7 +24,9 @@ struct Endpoints {
 fn endpoints() -> &'static Endpoints {
     static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
     ENDPOINTS.get_or_init(|| {
+        // With time: the endpoint bounds the body read in time, as a server's runtime would.
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("a tokio runtime");
         let services = LIMITS
