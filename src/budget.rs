@@ -43,6 +43,10 @@ impl Budget {
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 /// Bytes held against a [`Budget`] until dropped.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::envelope::{Envelope, FieldLimits};
 use crate::forward::Forwarding;
-use crate::hub::Hub;
 use crate::identity::IdentityResolver;
 use crate::info::ConnectionInfo;
 use crate::routing::EmptyRecipients;
@@ -109,7 +108,7 @@ impl Default for Config {
     }
 }
 
-/// Sets a [`Hub`]'s limits and options; every one has a default.
+/// Sets a [`Hub`](crate::Hub)'s limits and options; every one has a default.
 ///
 /// | option | default |
 /// |---|---|
@@ -180,7 +179,7 @@ impl HubBuilder {
     /// connection with nothing else pending.
     ///
     /// A queue costs only what is in it, so the bound can be generous: it must hold the largest
-    /// burst routed to one connection faster than it reads (see [`Hub::send`]).
+    /// burst routed to one connection faster than it reads (see [`Hub::send`](crate::Hub::send)).
     pub fn max_pending_bytes(mut self, bytes: usize) -> Self {
         self.config.max_pending_bytes = bytes.max(1);
         self
@@ -272,7 +271,7 @@ impl HubBuilder {
         self
     }
 
-    /// How long [`Hub::shutdown`] waits for sockets to finish closing.
+    /// How long [`Hub::shutdown`](crate::Hub::shutdown) waits for sockets to finish closing.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
         self
@@ -335,9 +334,8 @@ impl HubBuilder {
         self
     }
 
-    /// Builds the hub.
-    pub fn build(self) -> Hub {
-        Hub::from_config(self.config)
+    pub(crate) fn into_config(self) -> Config {
+        self.config
     }
 }
 

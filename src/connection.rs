@@ -8,30 +8,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderMap;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
-use crate::forward::Outcome;
-use crate::handshake::Link;
-use crate::hub::{Hub, Outbox, Permit};
+use crate::forward::{Call, Outcome};
+use crate::hub::{Hub, Permit};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::inbound;
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
+use crate::node::Outbox;
 use crate::pace::Pace;
 use crate::pipeline::{Forwarder, Pipeline, Work};
-use crate::websocket::{Event, Frame, Inbound, Socket};
+use crate::websocket::{close, Event, Frame, Inbound, Socket};
 
-pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
-pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 1008;
-/// The hub is over its memory budget and sheds the connections furthest behind.
-pub(crate) const CLOSE_OVERLOADED: u16 = 1013;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_INTERNAL: u16 = 1011;
+/// What a connection's task gets from its upgrade request besides the socket.
+pub(crate) struct Link {
+    /// How its forwards reach the application, when forwarding is configured.
+    pub(crate) call: Option<Call>,
+    /// The upgrade request's headers that every forward carries (cookie, authorization, …).
+    pub(crate) copied: HeaderMap,
+}
 
 /// How long each step of a closing handshake may go without progress before the TCP connection
 /// is dropped.
@@ -55,7 +57,7 @@ where
 
     let Some(id) = ConnectionId::random() else {
         tracing::error!("no random bytes for a connection id");
-        end(&mut socket, Ending::hub(CLOSE_INTERNAL)).await;
+        end(&mut socket, Ending::hub(close::INTERNAL)).await;
         return;
     };
     let mailbox = Arc::new(Mailbox::new(config.max_pending_bytes));
@@ -69,7 +71,7 @@ where
     outbox.offer(hub.frame(&Envelope::system("__connected", &about)));
     let own = outbox.clone();
     let Some(registration) = hub.register(id, &identity, outbox) else {
-        end(&mut socket, Ending::hub(CLOSE_GOING_AWAY)).await;
+        end(&mut socket, Ending::hub(close::GOING_AWAY)).await;
         return;
     };
     tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
@@ -135,13 +137,13 @@ impl Ending {
     /// The hub's own closes, each with its reason.
     fn hub(code: u16) -> Self {
         let reason = match code {
-            CLOSE_GOING_AWAY => "going away",
-            CLOSE_SLOW_CONSUMER => "too slow: this client did not keep up with its messages",
+            close::GOING_AWAY => "going away",
+            close::SLOW_CONSUMER => "too slow: this client did not keep up with its messages",
             1002 => "protocol error",
             1003 => "binary frames are not supported",
             1007 => "invalid UTF-8",
             1009 => "message too big",
-            CLOSE_OVERLOADED => "the server is overloaded; try again later",
+            close::OVERLOADED => "the server is overloaded; try again later",
             _ => "",
         };
         Self::Close(code, reason)
@@ -225,7 +227,7 @@ impl Session {
                     let inbound = match event {
                         Event::Inbound(inbound) => inbound,
                         Event::Violation(code) | Event::CloseAsked(code) => return Ending::hub(code),
-                        Event::Stalled => return Ending::hub(CLOSE_SLOW_CONSUMER),
+                        Event::Stalled => return Ending::hub(close::SLOW_CONSUMER),
                         Event::Gone => return Ending::Gone,
                     };
                     last_heard = Instant::now();
@@ -253,13 +255,13 @@ impl Session {
                         last_heard = now;
                     }
                     if now >= last_heard + self.idle_timeout {
-                        return Ending::hub(CLOSE_GOING_AWAY);
+                        return Ending::hub(close::GOING_AWAY);
                     }
                     // Control frames keep a socket alive, so a message sent a few bytes at a time
                     // between them gets the idle timeout to be whole, and no more.
                     message_since = socket.in_message().then(|| message_since.unwrap_or(now));
                     if message_since.is_some_and(|since| now >= since + self.idle_timeout) {
-                        return Ending::Close(CLOSE_POLICY, "a message took too long to arrive");
+                        return Ending::Close(close::POLICY, "a message took too long to arrive");
                     }
                     if now >= next_ping {
                         next_ping = now + self.ping_interval;
@@ -279,7 +281,7 @@ impl Session {
             match bucket.take() {
                 Ok(()) => {}
                 Err(strikes) if strikes >= RATE_STRIKES => {
-                    return Some(Ending::Close(CLOSE_POLICY, "too many messages"))
+                    return Some(Ending::Close(close::POLICY, "too many messages"))
                 }
                 Err(_) => {
                     self.error("rate_limited", "too many messages; slow down");

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::config::OriginPolicy;
-use crate::connection;
+use crate::connection::{self, Link};
 use crate::forward::Call;
 use crate::hub::{Hub, Unavailable};
 use crate::identity::{Identity, IdentityResolver};
@@ -133,14 +133,6 @@ impl fmt::Display for Refusal {
 pub(crate) enum Answer {
     Now(Response<Bytes>),
     Later(Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>),
-}
-
-/// What a connection's task gets from its upgrade request besides the socket.
-pub(crate) struct Link {
-    /// How its forwards reach the application, when forwarding is configured.
-    pub(crate) call: Option<Call>,
-    /// The upgrade request's headers that every forward carries (cookie, authorization, …).
-    pub(crate) copied: HeaderMap,
 }
 
 /// Answers an upgrade request: `101` with the socket handed to its own task, or a refusal.

@@ -2,9 +2,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,17 +14,12 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::budget::Budget;
 use crate::config::{Config, HubBuilder};
-use crate::connection::{CLOSE_GOING_AWAY, CLOSE_OVERLOADED, CLOSE_SLOW_CONSUMER};
 use crate::envelope::Envelope;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
-use crate::layer::HubLayer;
-use crate::mailbox::{Mailbox, Refused};
-use crate::publish::PublishEndpoint;
-use crate::registry::Registry;
-use crate::routing::for_each_target;
-use crate::websocket::Frame;
+use crate::node::{Node, Outbox, Registration, Routed};
+use crate::websocket::{close, Frame};
 
 /// The hub: a registry of connections, groups and users, and the router over it.
 ///
@@ -45,54 +39,16 @@ pub struct Hub {
 
 struct Inner {
     config: Config,
-    registry: RwLock<Registry<Outbox>>,
+    /// This process's connections, and delivery to them.
+    node: Arc<Node>,
     /// Sockets open or being opened; what the connection limit counts.
     open: AtomicUsize,
-    closing: AtomicBool,
     /// Woken when `open` drops to zero during shutdown.
     drained: Notify,
     /// Places for forwards in flight, across all connections.
     forward_slots: Arc<Semaphore>,
     /// The pooled client for an external forward URL.
     forward_client: Option<Client<HttpConnector, Full<Bytes>>>,
-    /// What every connection's frames and partial messages hold, together.
-    budget: Arc<Budget>,
-    /// When the hub last shed connections to get back under its budget; held while it does.
-    last_shed: Mutex<Option<Instant>>,
-}
-
-/// What the registry keeps per connection: the way into its socket task.
-#[derive(Debug, Clone)]
-pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
-
-impl Outbox {
-    /// Queues a frame without waiting and returns what is then pending for the connection. One
-    /// whose pending bytes would pass its bound does not keep up: it is closed rather than allowed
-    /// to hold up the sender or grow without bound.
-    pub(crate) fn offer(&self, frame: Frame) -> Option<usize> {
-        match self.0.offer(frame) {
-            Ok(pending) => Some(pending),
-            Err(Refused::Full) => {
-                self.0.close(CLOSE_SLOW_CONSUMER);
-                None
-            }
-            Err(Refused::Closing) => None,
-        }
-    }
-
-    /// Asks the connection's task to close its socket with `code`.
-    pub(crate) fn close(&self, code: u16) {
-        self.0.close(code);
-    }
-}
-
-/// Where a routed envelope went.
-#[derive(Debug, Default)]
-pub(crate) struct Routed {
-    /// How many connections it was queued to.
-    pub(crate) delivered: usize,
-    /// Those of them with more than half their bound pending.
-    pub(crate) behind: Vec<Arc<Mailbox>>,
 }
 
 /// Holds one place under the connection limit from the handshake until the socket task ends.
@@ -106,19 +62,6 @@ impl Drop for Permit {
         if self.hub.inner.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.hub.inner.drained.notify_waiters();
         }
-    }
-}
-
-/// Keeps a connection in the registry; dropping it (however the socket task ends) takes it out.
-#[derive(Debug)]
-pub(crate) struct Registration {
-    hub: Hub,
-    id: ConnectionId,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.hub.write().remove(self.id);
     }
 }
 
@@ -145,30 +88,15 @@ impl Hub {
             inner: Arc::new(Inner {
                 forward_slots,
                 forward_client,
-                budget: Budget::new(config.max_buffered_bytes),
-                last_shed: Mutex::new(None),
+                node: Arc::new(Node::new(
+                    config.empty_recipients,
+                    config.max_buffered_bytes,
+                )),
                 config,
-                registry: RwLock::default(),
                 open: AtomicUsize::new(0),
-                closing: AtomicBool::new(false),
                 drained: Notify::new(),
             }),
         }
-    }
-
-    /// The tower [`Layer`](tower_layer::Layer) that accepts WebSocket upgrades on `path` (matched
-    /// exactly) and passes every other request to the service it wraps.
-    ///
-    /// Wrap the **whole** application with it: with axum, `hub.layer("/ws").layer(router)`
-    /// rather than `router.layer(..)`, which would wrap each route on its own.
-    pub fn layer(&self, path: impl Into<String>) -> HubLayer {
-        HubLayer::new(self.clone(), path.into())
-    }
-
-    /// The HTTP publish endpoint (PROTOCOL.md §7). Choose how it authenticates to get the
-    /// service: [`PublishEndpoint::bearer_token`] or [`PublishEndpoint::allow_anonymous`].
-    pub fn publish_service(&self) -> PublishEndpoint {
-        PublishEndpoint::new(self.clone())
     }
 
     /// Routes an envelope to its recipients (PROTOCOL.md §2) and returns how many connections it
@@ -189,138 +117,64 @@ impl Hub {
     /// bound pending, so that a producer that can wait for them (`Pace::catch_up`) does.
     pub(crate) fn route(&self, envelope: &Envelope) -> Routed {
         // Serialised for the first target: an envelope that reaches nobody costs no frame.
-        let mut frame = None;
-        let mut routed = Routed::default();
-        let registry = self.read();
-        for_each_target(
-            &registry,
-            &envelope.recipients,
-            self.inner.config.empty_recipients,
-            |member| {
-                let frame = frame.get_or_insert_with(|| self.frame(envelope));
-                let Some(pending) = member.outbox.offer(frame.clone()) else {
-                    return;
-                };
-                routed.delivered += 1;
-                if member.outbox.0.behind_at(pending) {
-                    routed.behind.push(Arc::clone(&member.outbox.0));
-                }
-            },
-        );
-        drop(registry);
-        drop(frame);
-        if let Some(excess) = self.inner.budget.excess() {
-            self.shed(excess);
-        }
-        routed
+        self.inner
+            .node
+            .deliver(&envelope.recipients, || self.frame(envelope))
     }
 
     /// The frame of `envelope`, held against the hub's memory budget.
     pub(crate) fn frame(&self, envelope: &Envelope) -> Frame {
-        envelope.to_frame(&self.inner.budget)
-    }
-
-    /// Gets back under the memory budget: closes the connections furthest behind (most bytes
-    /// pending), with 1013, until what they hold covers the excess. Not more often than every
-    /// few milliseconds, and never by two callers at once: the scan is over every connection.
-    fn shed(&self, excess: usize) {
-        /// Connections with less than this pending are never shed: they are keeping up.
-        const FLOOR: usize = 64 * 1024;
-        const INTERVAL: Duration = Duration::from_millis(20);
-        let Ok(mut last) = self.inner.last_shed.try_lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < INTERVAL) {
-            return;
-        }
-        *last = Some(now);
-        let registry = self.read();
-        let mut behind: Vec<(usize, &Outbox)> = registry
-            .members()
-            .map(|member| (member.outbox.0.pending(), &member.outbox))
-            .filter(|&(pending, _)| pending >= FLOOR)
-            .collect();
-        behind.sort_unstable_by_key(|&(pending, _)| std::cmp::Reverse(pending));
-        let mut freed = 0;
-        let mut closed = 0;
-        for (pending, outbox) in behind {
-            if freed >= excess {
-                break;
-            }
-            outbox.close(CLOSE_OVERLOADED);
-            freed += pending;
-            closed += 1;
-        }
-        tracing::warn!(
-            used = self.inner.budget.used(),
-            limit = self.inner.config.max_buffered_bytes,
-            closed,
-            "over the memory budget: closed the connections furthest behind"
-        );
+        envelope.to_frame(self.budget())
     }
 
     pub(crate) fn budget(&self) -> &Arc<Budget> {
-        &self.inner.budget
+        self.inner.node.budget()
     }
 
     /// Puts a connection into a group. Returns false when the connection is gone or already in it.
     pub fn join(&self, connection: ConnectionId, group: &str) -> bool {
-        self.write().join(connection, group)
+        self.inner.node.join(connection, group)
     }
 
     /// Takes a connection out of a group. Returns false when the connection is gone or not in it.
     pub fn leave(&self, connection: ConnectionId, group: &str) -> bool {
-        self.write().leave(connection, group)
+        self.inner.node.leave(connection, group)
     }
 
     /// How many sockets are connected.
     pub fn connection_count(&self) -> usize {
-        self.read().len()
+        self.inner.node.connection_count()
     }
 
     /// How many distinct non-empty user ids are connected.
     pub fn user_count(&self) -> usize {
-        self.read().user_count()
+        self.inner.node.user_count()
     }
 
     /// How many groups have at least one connection.
     pub fn group_count(&self) -> usize {
-        self.read().group_count()
+        self.inner.node.group_count()
     }
 
     /// The connections of a user (all of their tabs and devices).
     pub fn user_connections(&self, user_id: &str) -> Vec<ConnectionId> {
-        let registry = self.read();
-        let slots = registry.user(user_id).into_iter().flatten();
-        slots
-            .filter_map(|&slot| registry.at(slot).map(|m| m.id))
-            .collect()
+        self.inner.node.user_connections(user_id)
     }
 
     /// The connections in a group.
     pub fn group_connections(&self, group: &str) -> Vec<ConnectionId> {
-        let registry = self.read();
-        let slots = registry.group(group).into_iter().flatten();
-        slots
-            .filter_map(|&slot| registry.at(slot).map(|m| m.id))
-            .collect()
+        self.inner.node.group_connections(group)
     }
 
     /// The groups a connection is in, or `None` when it is not connected.
     pub fn groups_of(&self, connection: ConnectionId) -> Option<Vec<String>> {
-        let registry = self.read();
-        let member = registry.get(connection)?;
-        Some(member.groups.iter().map(|g| g.to_string()).collect())
+        self.inner.node.groups_of(connection)
     }
 
     /// Closes every socket with 1001 (going away), refuses new ones with `503`, and waits until
     /// the sockets are closed or the shutdown timeout has passed.
     pub async fn shutdown(&self) {
-        self.inner.closing.store(true, Ordering::Release);
-        for member in self.read().members() {
-            member.outbox.close(CLOSE_GOING_AWAY);
-        }
+        self.inner.node.close_all(close::GOING_AWAY);
         let drained = async {
             loop {
                 let notified = self.inner.drained.notified();
@@ -369,7 +223,7 @@ impl Hub {
 
     /// Whether [`shutdown`](Self::shutdown) has begun.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.closing.load(Ordering::Acquire)
+        self.inner.node.is_closed()
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -408,41 +262,22 @@ impl Hub {
         }
     }
 
-    /// Adds a connection to the registry until the returned guard is dropped; `None` when
-    /// shutdown began first (checked under the same lock shutdown reads the members under, so no
-    /// connection slips past it).
+    /// Adds a connection to this node's registry until the returned guard is dropped; `None`
+    /// when shutdown began first.
     pub(crate) fn register(
         &self,
         id: ConnectionId,
         identity: &Identity,
         outbox: Outbox,
     ) -> Option<Registration> {
-        let mut registry = self.write();
-        if self.is_shutting_down() {
-            return None;
-        }
-        let groups: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
-        registry.insert(id, &identity.user_id, &groups, outbox);
-        Some(Registration {
-            hub: self.clone(),
-            id,
-        })
+        self.inner.node.register(id, identity, outbox)
     }
+}
 
-    // A panic while the lock is held cannot leave the registry half-changed in a way that matters
-    // more than losing every socket would, so a poisoned lock is used as it is.
-    fn read(&self) -> RwLockReadGuard<'_, Registry<Outbox>> {
-        self.inner
-            .registry
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Registry<Outbox>> {
-        self.inner
-            .registry
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl HubBuilder {
+    /// Builds the hub.
+    pub fn build(self) -> Hub {
+        Hub::from_config(self.into_config())
     }
 }
 

@@ -61,6 +61,7 @@ mod inbound;
 mod info;
 mod layer;
 mod mailbox;
+mod node;
 mod pace;
 mod pipeline;
 mod publish;
@@ -74,14 +75,14 @@ pub use envelope::{Envelope, Recipient, RecipientKind};
 pub use error::EnvelopeError;
 #[cfg(feature = "axum")]
 pub use extract::Forwarded;
-pub use forward::{ForwardUrlError, Forwarding};
+pub use forward::{ForwardUrlError, Forwarding, RequestBody};
 pub use hub::Hub;
 pub use id::{ConnectionId, ParseConnectionIdError};
 pub use identity::{
     identity_from_cookie, refuse, Identity, IdentityFuture, IdentityResolver, Refusal,
 };
 pub use info::ConnectionInfo;
-pub use layer::{HubLayer, HubService, RequestBody, ResponseFuture};
+pub use layer::{HubLayer, HubService, ResponseFuture};
 pub use publish::{PublishEndpoint, PublishService};
 pub use routing::EmptyRecipients;
 pub use server::{serve, Serve};

@@ -30,8 +30,16 @@ pub struct PublishEndpoint {
     hub: Hub,
 }
 
+impl Hub {
+    /// The HTTP publish endpoint (PROTOCOL.md §7). Choose how it authenticates to get the
+    /// service: [`PublishEndpoint::bearer_token`] or [`PublishEndpoint::allow_anonymous`].
+    pub fn publish_service(&self) -> PublishEndpoint {
+        PublishEndpoint::new(self.clone())
+    }
+}
+
 impl PublishEndpoint {
-    pub(crate) fn new(hub: Hub) -> Self {
+    fn new(hub: Hub) -> Self {
         Self { hub }
     }
 

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tower_service::Service;
 
-use crate::layer::RequestBody;
+use super::RequestBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -2,11 +2,13 @@
 //! wrapped service itself, in process, or to an external URL; and turning the answer back into
 //! envelopes to route, or into an `__error` for the sender.
 
+mod body;
 mod call;
 mod config;
 mod outcome;
 mod request;
 
+pub use body::RequestBody;
 pub(crate) use call::{external, in_process, Call};
 pub(crate) use config::Target;
 pub use config::{ForwardUrlError, Forwarding};

@@ -18,13 +18,13 @@ use tokio::task::JoinHandle;
 use tower_service::Service;
 
 use crate::connection;
+use crate::connection::Link;
 use crate::envelope::Envelope;
+use crate::forward::RequestBody;
 use crate::forward::{self, Forwarding};
-use crate::handshake::Link;
 use crate::hub::Hub;
 use crate::identity::Identity;
 use crate::info::ConnectionInfo;
-use crate::layer::RequestBody;
 
 /// How long, in the session's (paused) time, everything may take once the client has stopped;
 /// a session still running then hangs.

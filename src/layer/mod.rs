@@ -4,10 +4,8 @@
 
 #[cfg(feature = "axum")]
 mod axum_serve;
-mod body;
 mod future;
 mod service;
 
-pub use body::RequestBody;
 pub use future::ResponseFuture;
 pub use service::{HubLayer, HubService};

@@ -7,8 +7,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::RequestBody;
 use crate::client_files;
+use crate::forward::RequestBody;
 use crate::forward::{self, Call, Target};
 use crate::handshake::{self, Answer};
 use crate::hub::Hub;
@@ -38,8 +38,19 @@ pub struct HubLayer {
     path: String,
 }
 
+impl Hub {
+    /// The tower [`Layer`] that accepts WebSocket upgrades on `path` (matched exactly) and
+    /// passes every other request to the service it wraps.
+    ///
+    /// Wrap the **whole** application with it: with axum, `hub.layer("/ws").layer(router)`
+    /// rather than `router.layer(..)`, which would wrap each route on its own.
+    pub fn layer(&self, path: impl Into<String>) -> HubLayer {
+        HubLayer::new(self.clone(), path.into())
+    }
+}
+
 impl HubLayer {
-    pub(crate) fn new(hub: Hub, path: String) -> Self {
+    fn new(hub: Hub, path: String) -> Self {
         Self { hub, path }
     }
 }

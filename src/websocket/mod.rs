@@ -5,6 +5,7 @@
 //! The opening handshake is in `handshake.rs`; tungstenite computes its accept key, and the tests
 //! talk to the hub with tokio-tungstenite as a client.
 
+pub(crate) mod close;
 mod decode;
 mod frame;
 mod socket;

@@ -1,0 +1,254 @@
+//! This process's share of the hub: its connections (the registry), the memory their queues hold
+//! (the budget), and the delivery of a frame to those of them a recipient list selects.
+//!
+//! Everything here is local and synchronous: a delivery takes the registry's read lock, offers a
+//! shared frame to each target's mailbox and returns; nothing waits. Whatever decides which
+//! *processes* an envelope goes to sits above this, in [`Hub`](crate::Hub).
+
+use std::cell::LazyCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use crate::budget::Budget;
+use crate::envelope::Recipient;
+use crate::id::ConnectionId;
+use crate::identity::Identity;
+use crate::mailbox::{Mailbox, Refused};
+use crate::registry::Registry;
+use crate::routing::{for_each_target, EmptyRecipients};
+use crate::websocket::{close, Frame};
+
+/// This process's connections and their delivery.
+#[derive(Debug)]
+pub(crate) struct Node {
+    registry: RwLock<Registry<Outbox>>,
+    /// Set when the hub shuts down: no connection registers after it.
+    closed: AtomicBool,
+    empty_recipients: EmptyRecipients,
+    /// What every connection's frames and partial messages hold, together.
+    budget: Arc<Budget>,
+    /// When the node last shed connections to get back under its budget; held while it does.
+    last_shed: Mutex<Option<Instant>>,
+}
+
+/// What the registry keeps per connection: the way into its socket task.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
+
+impl Outbox {
+    /// Queues a frame without waiting and returns what is then pending for the connection. One
+    /// whose pending bytes would pass its bound does not keep up: it is closed rather than allowed
+    /// to hold up the sender or grow without bound.
+    pub(crate) fn offer(&self, frame: Frame) -> Option<usize> {
+        match self.0.offer(frame) {
+            Ok(pending) => Some(pending),
+            Err(Refused::Full) => {
+                self.0.close(close::SLOW_CONSUMER);
+                None
+            }
+            Err(Refused::Closing) => None,
+        }
+    }
+
+    /// Asks the connection's task to close its socket with `code`.
+    pub(crate) fn close(&self, code: u16) {
+        self.0.close(code);
+    }
+}
+
+/// Where a delivered frame went.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    /// How many connections it was queued to.
+    pub(crate) delivered: usize,
+    /// Those of them with more than half their bound pending.
+    pub(crate) behind: Vec<Arc<Mailbox>>,
+}
+
+/// Keeps a connection in the registry; dropping it (however the socket task ends) takes it out.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    node: Arc<Node>,
+    id: ConnectionId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.node.write().remove(self.id);
+    }
+}
+
+impl Node {
+    pub(crate) fn new(empty_recipients: EmptyRecipients, max_buffered_bytes: usize) -> Self {
+        Self {
+            registry: RwLock::default(),
+            closed: AtomicBool::new(false),
+            empty_recipients,
+            budget: Budget::new(max_buffered_bytes),
+            last_shed: Mutex::new(None),
+        }
+    }
+
+    /// Queues a frame to every connection of this node that `recipients` select, and says which
+    /// of them are behind. `frame` is called for the first target only, so a frame that reaches
+    /// nobody here is never built.
+    pub(crate) fn deliver(
+        &self,
+        recipients: &[Recipient],
+        frame: impl FnOnce() -> Frame,
+    ) -> Routed {
+        let frame = LazyCell::new(frame);
+        let mut routed = Routed::default();
+        let registry = self.read();
+        for_each_target(&registry, recipients, self.empty_recipients, |member| {
+            let Some(pending) = member.outbox.offer(LazyCell::force(&frame).clone()) else {
+                return;
+            };
+            routed.delivered += 1;
+            if member.outbox.0.behind_at(pending) {
+                routed.behind.push(Arc::clone(&member.outbox.0));
+            }
+        });
+        drop(registry);
+        drop(frame);
+        if let Some(excess) = self.budget.excess() {
+            self.shed(excess);
+        }
+        routed
+    }
+
+    /// Gets back under the memory budget: closes the connections furthest behind (most bytes
+    /// pending), with 1013, until what they hold covers the excess. Not more often than every
+    /// few milliseconds, and never by two callers at once: the scan is over every connection.
+    fn shed(&self, excess: usize) {
+        /// Connections with less than this pending are never shed: they are keeping up.
+        const FLOOR: usize = 64 * 1024;
+        const INTERVAL: Duration = Duration::from_millis(20);
+        let Ok(mut last) = self.last_shed.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        let registry = self.read();
+        let mut behind: Vec<(usize, &Outbox)> = registry
+            .members()
+            .map(|member| (member.outbox.0.pending(), &member.outbox))
+            .filter(|&(pending, _)| pending >= FLOOR)
+            .collect();
+        behind.sort_unstable_by_key(|&(pending, _)| std::cmp::Reverse(pending));
+        let mut freed = 0;
+        let mut closed = 0;
+        for (pending, outbox) in behind {
+            if freed >= excess {
+                break;
+            }
+            outbox.close(close::OVERLOADED);
+            freed += pending;
+            closed += 1;
+        }
+        tracing::warn!(
+            used = self.budget.used(),
+            limit = self.budget.limit(),
+            closed,
+            "over the memory budget: closed the connections furthest behind"
+        );
+    }
+
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Adds a connection to the registry until the returned guard is dropped; `None` once the
+    /// node is closed (checked under the same lock [`close_all`](Self::close_all) reads the
+    /// members under, so no connection slips past it).
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        id: ConnectionId,
+        identity: &Identity,
+        outbox: Outbox,
+    ) -> Option<Registration> {
+        let mut registry = self.write();
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let groups: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
+        registry.insert(id, &identity.user_id, &groups, outbox);
+        Some(Registration {
+            node: Arc::clone(self),
+            id,
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes no connection from now on, and asks every connection to close with `code`.
+    pub(crate) fn close_all(&self, code: u16) {
+        let registry = self.read();
+        self.closed.store(true, Ordering::Release);
+        for member in registry.members() {
+            member.outbox.close(code);
+        }
+    }
+
+    pub(crate) fn join(&self, connection: ConnectionId, group: &str) -> bool {
+        self.write().join(connection, group)
+    }
+
+    pub(crate) fn leave(&self, connection: ConnectionId, group: &str) -> bool {
+        self.write().leave(connection, group)
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.read().len()
+    }
+
+    pub(crate) fn user_count(&self) -> usize {
+        self.read().user_count()
+    }
+
+    pub(crate) fn group_count(&self) -> usize {
+        self.read().group_count()
+    }
+
+    pub(crate) fn user_connections(&self, user_id: &str) -> Vec<ConnectionId> {
+        let registry = self.read();
+        let slots = registry.user(user_id).into_iter().flatten();
+        slots
+            .filter_map(|&slot| registry.at(slot).map(|m| m.id))
+            .collect()
+    }
+
+    pub(crate) fn group_connections(&self, group: &str) -> Vec<ConnectionId> {
+        let registry = self.read();
+        let slots = registry.group(group).into_iter().flatten();
+        slots
+            .filter_map(|&slot| registry.at(slot).map(|m| m.id))
+            .collect()
+    }
+
+    pub(crate) fn groups_of(&self, connection: ConnectionId) -> Option<Vec<String>> {
+        let registry = self.read();
+        let member = registry.get(connection)?;
+        Some(member.groups.iter().map(|g| g.to_string()).collect())
+    }
+
+    // A panic while the lock is held cannot leave the registry half-changed in a way that matters
+    // more than losing every socket would, so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, Registry<Outbox>> {
+        self.registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Registry<Outbox>> {
+        self.registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
