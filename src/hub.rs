@@ -91,6 +91,7 @@ impl Hub {
                 node: Arc::new(Node::new(
                     config.empty_recipients,
                     config.max_buffered_bytes,
+                    None,
                 )),
                 config,
                 open: AtomicUsize::new(0),

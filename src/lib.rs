@@ -61,6 +61,7 @@ mod inbound;
 mod info;
 mod layer;
 mod mailbox;
+mod membership;
 mod node;
 mod pace;
 mod pipeline;

@@ -15,7 +15,8 @@ use crate::envelope::Recipient;
 use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::mailbox::{Mailbox, Refused};
-use crate::registry::Registry;
+use crate::membership::{Change, Scope, Watch};
+use crate::registry::{Member, Registry};
 use crate::routing::{for_each_target, EmptyRecipients};
 use crate::websocket::{close, Frame};
 
@@ -30,6 +31,8 @@ pub(crate) struct Node {
     budget: Arc<Budget>,
     /// When the node last shed connections to get back under its budget; held while it does.
     last_shed: Mutex<Option<Instant>>,
+    /// Told when a group or user gains its first connection here or loses its last.
+    watch: Option<Arc<dyn Watch>>,
 }
 
 /// What the registry keeps per connection: the way into its socket task.
@@ -75,13 +78,25 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.node.write().remove(self.id);
+        let mut registry = self.node.write();
+        let Some(member) = registry.remove(self.id) else {
+            return;
+        };
+        if let Some(watch) = &self.node.watch {
+            let scopes = member_scopes(&member);
+            report_lost(&registry, watch.as_ref(), scopes);
+        }
     }
 }
 
 impl Node {
-    pub(crate) fn new(empty_recipients: EmptyRecipients, max_buffered_bytes: usize) -> Self {
+    pub(crate) fn new(
+        empty_recipients: EmptyRecipients,
+        max_buffered_bytes: usize,
+        watch: Option<Arc<dyn Watch>>,
+    ) -> Self {
         Self {
+            watch,
             registry: RwLock::default(),
             closed: AtomicBool::new(false),
             empty_recipients,
@@ -176,7 +191,26 @@ impl Node {
             return None;
         }
         let groups: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
+        let new = self.watch.as_ref().map(|watch| {
+            let user = Scope::User(&identity.user_id);
+            let groups = groups.iter().map(|&g| Scope::Group(g));
+            let scopes: Vec<Scope<'_>> = std::iter::once(user).chain(groups).collect();
+            let new: Vec<Scope<'_>> = scopes
+                .into_iter()
+                .filter(|&scope| !has(&registry, scope))
+                .collect();
+            (watch, new)
+        });
         registry.insert(id, &identity.user_id, &groups, outbox);
+        if let Some((watch, new)) = new {
+            // `has` is false for the anonymous user and the default group, which are no scope.
+            for scope in new.into_iter().filter(|&scope| has(&registry, scope)) {
+                watch.changed(Change {
+                    scope,
+                    present: true,
+                });
+            }
+        }
         Some(Registration {
             node: Arc::clone(self),
             id,
@@ -197,11 +231,26 @@ impl Node {
     }
 
     pub(crate) fn join(&self, connection: ConnectionId, group: &str) -> bool {
-        self.write().join(connection, group)
+        let mut registry = self.write();
+        let first = registry.group(group).is_none();
+        let joined = registry.join(connection, group);
+        if let (true, true, Some(watch)) = (joined, first, &self.watch) {
+            let scope = Scope::Group(group);
+            watch.changed(Change {
+                scope,
+                present: true,
+            });
+        }
+        joined
     }
 
     pub(crate) fn leave(&self, connection: ConnectionId, group: &str) -> bool {
-        self.write().leave(connection, group)
+        let mut registry = self.write();
+        let left = registry.leave(connection, group);
+        if let (true, Some(watch)) = (left, &self.watch) {
+            report_lost(&registry, watch.as_ref(), [Scope::Group(group)]);
+        }
+        left
     }
 
     pub(crate) fn connection_count(&self) -> usize {
@@ -250,5 +299,119 @@ impl Node {
         self.registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn has<T>(registry: &Registry<T>, scope: Scope<'_>) -> bool {
+    match scope {
+        Scope::Group(group) => registry.group(group).is_some(),
+        Scope::User(user) => registry.user(user).is_some(),
+    }
+}
+
+/// A removed member's user and groups.
+fn member_scopes<T>(member: &Member<T>) -> impl Iterator<Item = Scope<'_>> {
+    let user = Some(Scope::User(&member.user)).filter(|_| !member.user.is_empty());
+    user.into_iter()
+        .chain(member.groups.iter().map(|g| Scope::Group(g)))
+}
+
+/// Reports the scopes among `left` that no connection here is in any more.
+fn report_lost<'a, T>(
+    registry: &Registry<T>,
+    watch: &dyn Watch,
+    left: impl IntoIterator<Item = Scope<'a>>,
+) {
+    for scope in left {
+        if !has(registry, scope) {
+            watch.changed(Change {
+                scope,
+                present: false,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Record(Mutex<Vec<String>>);
+
+    impl Watch for Record {
+        fn changed(&self, change: Change<'_>) {
+            let sign = if change.present { '+' } else { '-' };
+            let scope = match change.scope {
+                Scope::Group(g) => format!("g:{g}"),
+                Scope::User(u) => format!("u:{u}"),
+            };
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{sign}{scope}"));
+        }
+    }
+
+    impl Record {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+
+    fn connect(node: &Arc<Node>, n: u128, user: &str, groups: &[&str]) -> Registration {
+        let identity = groups
+            .iter()
+            .fold(Identity::user(user), |identity, &g| identity.in_group(g));
+        let outbox = Outbox(Arc::new(Mailbox::new(1 << 20)));
+        let registration = node.register(ConnectionId::from_u128(n), &identity, outbox);
+        registration.unwrap_or_else(|| panic!("the node is open"))
+    }
+
+    #[test]
+    fn reports_first_and_last_connection_of_each_group_and_user() {
+        let record = Arc::new(Record::default());
+        let watch: Arc<dyn Watch> = record.clone();
+        let node = Arc::new(Node::new(
+            EmptyRecipients::default(),
+            usize::MAX,
+            Some(watch),
+        ));
+
+        let a = connect(&node, 1, "ann", &["x", "y"]);
+        assert_eq!(record.take(), ["+u:ann", "+g:x", "+g:y"]);
+        let b = connect(&node, 2, "ann", &["x"]);
+        assert!(
+            record.take().is_empty(),
+            "nothing new: ann and x have members already"
+        );
+        let c = connect(&node, 3, "", &[]);
+        assert!(
+            record.take().is_empty(),
+            "the anonymous user and the default group are no scope"
+        );
+
+        assert!(node.join(ConnectionId::from_u128(3), "z"));
+        assert!(node.join(ConnectionId::from_u128(2), "z"));
+        assert!(!node.join(ConnectionId::from_u128(2), "z"), "already in it");
+        assert_eq!(record.take(), ["+g:z"]);
+
+        assert!(node.leave(ConnectionId::from_u128(3), "z"));
+        assert!(record.take().is_empty(), "2 is still in z");
+        assert!(node.leave(ConnectionId::from_u128(2), "z"));
+        assert!(
+            !node.leave(ConnectionId::from_u128(2), "z"),
+            "not in it any more"
+        );
+        assert_eq!(record.take(), ["-g:z"]);
+
+        drop(a);
+        assert_eq!(record.take(), ["-g:y"], "ann and x keep connection 2");
+        drop(b);
+        assert_eq!(record.take(), ["-u:ann", "-g:x"]);
+        drop(c);
+        assert!(record.take().is_empty());
     }
 }

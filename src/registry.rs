@@ -81,7 +81,7 @@ impl<T> Registry<T> {
         });
     }
 
-    pub(crate) fn remove(&mut self, id: ConnectionId) -> Option<T> {
+    pub(crate) fn remove(&mut self, id: ConnectionId) -> Option<Member<T>> {
         let slot = self.by_id.remove(&id)?;
         let member = self.slots.get_mut(slot as usize)?.take()?;
         self.free.push(slot);
@@ -94,7 +94,7 @@ impl<T> Registry<T> {
         for g in &member.groups {
             remove_from_index(&mut self.groups, g, slot);
         }
-        Some(member.outbox)
+        Some(member)
     }
 
     /// Puts a connection into a group. False when the connection is unknown or already in it.
