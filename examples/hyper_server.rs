@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `WSHUB_ADDR` | `127.0.0.1:3001` |
 //! | `WSHUB_PUBLISH_TOKEN` | a random token, printed with a `curl` command that uses it |
+//! | `WSHUB_REDIS_URL` | unset: a single node. Set (`redis://127.0.0.1:6379`): one node of a cluster on that Redis (needs `--features cluster`; docs/cluster.md) |
 //! | `RUST_LOG` | `info` |
 //!
 //! | path | what |
@@ -65,7 +66,7 @@ async fn main() -> io::Result<()> {
         _ => (random_token()?, true),
     };
 
-    let hub = Hub::builder().build();
+    let hub = builder_from_env().build();
     let publish = hub.publish_service().bearer_token(token.as_str());
     // The application: any tower service. Behind the layer it receives `RequestBody<Incoming>`:
     // the server's own bodies, and the bodies of forwarded socket messages.
@@ -101,6 +102,34 @@ async fn main() -> io::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A single node, or with `WSHUB_REDIS_URL` one node of a cluster on that Redis.
+fn builder_from_env() -> wshub::HubBuilder {
+    match std::env::var("WSHUB_REDIS_URL") {
+        Ok(url) if !url.is_empty() => clustered(Hub::builder(), &url),
+        _ => Hub::builder(),
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn clustered(builder: wshub::HubBuilder, url: &str) -> wshub::HubBuilder {
+    match wshub::RedisCluster::new(url) {
+        Ok(cluster) => builder.cluster(cluster),
+        Err(e) => {
+            eprintln!("WSHUB_REDIS_URL: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn clustered(_: wshub::HubBuilder, _: &str) -> wshub::HubBuilder {
+    eprintln!(
+        "WSHUB_REDIS_URL is set, but this build has no cluster mode: \
+         run with `--features cluster` (or `--all-features`), or unset WSHUB_REDIS_URL"
+    );
+    std::process::exit(2);
 }
 
 /// The application's own routes.

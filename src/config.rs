@@ -80,6 +80,8 @@ pub(crate) struct Config {
     pub(crate) relay: Relay,
     pub(crate) on_connect: Option<Callback>,
     pub(crate) on_disconnect: Option<Callback>,
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: Option<crate::cluster::RedisCluster>,
 }
 
 impl Default for Config {
@@ -100,6 +102,8 @@ impl Default for Config {
             fields: FieldLimits::default(),
             shutdown_timeout: Duration::from_secs(10),
             forwarding: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             identity: None,
             relay: Relay::Allow,
             on_connect: None,
@@ -331,6 +335,23 @@ impl HubBuilder {
     /// close, dropped TCP connection, shutdown), after its pending forwards are done.
     pub fn on_disconnect(mut self, f: impl Fn(&ConnectionInfo) + Send + Sync + 'static) -> Self {
         self.config.on_disconnect = Some(Callback(Arc::new(f)));
+        self
+    }
+
+    /// Makes the hub one node of a cluster on Redis (feature `cluster`): any node then takes
+    /// any client and any publish, and an envelope reaches its recipients on every node
+    /// (docs/cluster.md). Build the hub inside the Tokio runtime it will run on.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), wshub::ClusterError> {
+    /// let hub = wshub::Hub::builder()
+    ///     .cluster(wshub::RedisCluster::new("redis://127.0.0.1:6379")?)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, cluster: crate::cluster::RedisCluster) -> Self {
+        self.config.cluster = Some(cluster);
         self
     }
 

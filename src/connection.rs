@@ -17,7 +17,6 @@ use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::{Call, Outcome};
 use crate::hub::{Hub, Permit};
-use crate::id::ConnectionId;
 use crate::identity::Identity;
 use crate::inbound;
 use crate::info::ConnectionInfo;
@@ -55,7 +54,7 @@ where
         hub.budget(),
     );
 
-    let Some(id) = ConnectionId::random() else {
+    let Some(id) = hub.new_connection_id() else {
         tracing::error!("no random bytes for a connection id");
         end(&mut socket, Ending::hub(close::INTERNAL)).await;
         return;

@@ -49,6 +49,9 @@ struct Inner {
     forward_slots: Arc<Semaphore>,
     /// The pooled client for an external forward URL.
     forward_client: Option<Client<HttpConnector, Full<Bytes>>>,
+    /// This node's part in a cluster, when it is one.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Holds one place under the connection limit from the handshake until the socket task ends.
@@ -78,21 +81,36 @@ impl Hub {
         HubBuilder::default()
     }
 
-    pub(crate) fn from_config(config: Config) -> Self {
+    pub(crate) fn from_config(#[allow(unused_mut)] mut config: Config) -> Self {
         let forwarding = config.forwarding.as_ref();
         let forward_slots = Arc::new(Semaphore::new(forwarding.map_or(1, |f| f.max_concurrent)));
         let forward_client = forwarding
             .filter(|f| matches!(f.target, Target::External(_)))
             .map(|_| Client::builder(TokioExecutor::new()).build_http());
+        let node = |watch| {
+            Arc::new(Node::new(
+                config.empty_recipients,
+                config.max_buffered_bytes,
+                watch,
+            ))
+        };
+        #[cfg(feature = "cluster")]
+        let (cluster, node) = match config.cluster.take() {
+            Some(settings) => {
+                let (cluster, node) = crate::cluster::Cluster::start(settings, |w| node(Some(w)));
+                (Some(cluster), node)
+            }
+            None => (None, node(None)),
+        };
+        #[cfg(not(feature = "cluster"))]
+        let node = node(None);
         Self {
             inner: Arc::new(Inner {
                 forward_slots,
                 forward_client,
-                node: Arc::new(Node::new(
-                    config.empty_recipients,
-                    config.max_buffered_bytes,
-                    None,
-                )),
+                node,
+                #[cfg(feature = "cluster")]
+                cluster,
                 config,
                 open: AtomicUsize::new(0),
                 drained: Notify::new(),
@@ -117,10 +135,35 @@ impl Hub {
     /// Routes like [`send`](Self::send), and says which targets are behind: more than half their
     /// bound pending, so that a producer that can wait for them (`Pace::catch_up`) does.
     pub(crate) fn route(&self, envelope: &Envelope) -> Routed {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            let frame = self.frame(envelope);
+            cluster.publish(&envelope.recipients, &frame);
+            return self.inner.node.deliver(&envelope.recipients, || frame);
+        }
         // Serialised for the first target: an envelope that reaches nobody costs no frame.
         self.inner
             .node
             .deliver(&envelope.recipients, || self.frame(envelope))
+    }
+
+    /// Whether an envelope sent now can reach every node: true on a single node; in a cluster,
+    /// whether Redis is reachable (the publish endpoint answers `503` when it is not).
+    pub(crate) fn reaches_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.is_up();
+        }
+        true
+    }
+
+    /// A fresh id for a connection of this hub; in a cluster, one that names this node.
+    pub(crate) fn new_connection_id(&self) -> Option<ConnectionId> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.connection_id();
+        }
+        ConnectionId::random()
     }
 
     /// The frame of `envelope`, held against the hub's memory budget.

@@ -24,6 +24,20 @@ impl ConnectionId {
         Some(Self(u128::from_be_bytes(bytes)))
     }
 
+    /// A fresh id whose first 32 bits name the cluster node that made it (so any node can tell
+    /// where to send its envelopes); the other 96 bits are random.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn random_on(node: u32) -> Option<Self> {
+        let random = Self::random()?.0;
+        Some(Self(u128::from(node) << 96 | random & (u128::MAX >> 32)))
+    }
+
+    /// The first 32 bits: in a cluster, the node that made the id.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn node_bits(self) -> u32 {
+        (self.0 >> 96) as u32
+    }
+
     #[cfg(test)]
     pub(crate) fn from_u128(n: u128) -> Self {
         Self(n)

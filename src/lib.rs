@@ -43,6 +43,8 @@
 
 mod budget;
 mod client_files;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod connection;
 mod envelope;
@@ -71,6 +73,8 @@ mod routing;
 mod server;
 mod websocket;
 
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterError, RedisCluster};
 pub use config::HubBuilder;
 pub use envelope::{Envelope, Recipient, RecipientKind};
 pub use error::EnvelopeError;

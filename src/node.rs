@@ -253,6 +253,21 @@ impl Node {
         left
     }
 
+    /// Whether any connection here is in `scope`.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn has(&self, scope: Scope<'_>) -> bool {
+        has(&self.read(), scope)
+    }
+
+    /// Every group and user this node has connections in.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn scopes(&self) -> (Vec<String>, Vec<String>) {
+        let registry = self.read();
+        let groups = registry.group_names().map(str::to_owned).collect();
+        let users = registry.user_names().map(str::to_owned).collect();
+        (groups, users)
+    }
+
     pub(crate) fn connection_count(&self) -> usize {
         self.read().len()
     }

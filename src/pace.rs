@@ -44,7 +44,7 @@ impl Pace {
     /// One envelope routed: every few, let the runtime run.
     pub(crate) async fn tick(&mut self) {
         self.routed += 1;
-        if self.routed % EVERY == 0 {
+        if self.routed.is_multiple_of(EVERY) {
             tokio::task::yield_now().await;
         }
     }

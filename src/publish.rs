@@ -176,6 +176,17 @@ impl PublishService {
             Ok(envelopes) => envelopes,
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
+        if !self.hub.reaches_cluster() {
+            // Nothing delivered, not even here, so that the caller's retry cannot duplicate.
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the cluster's Redis is unreachable; nothing was delivered",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         // The caller waits, rather than readers being closed, while a target is far behind
         // and still reading.
         let mut pace = Pace::patient(self.hub.config().stall_timeout);

@@ -177,6 +177,16 @@ impl<T> Registry<T> {
     pub(crate) fn group_count(&self) -> usize {
         self.groups.len()
     }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn group_names(&self) -> impl Iterator<Item = &str> {
+        self.groups.keys().map(|g| &**g)
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn user_names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(|u| &**u)
+    }
 }
 
 fn remove_from_index(index: &mut HashMap<Box<str>, HashSet<Slot>>, key: &str, slot: Slot) {

@@ -48,6 +48,15 @@ async fn main() -> io::Result<()> {
         .with_ansi(io::stderr().is_terminal())
         .init();
 
+    if std::env::var("WSHUB_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
+        // Its rooms, history and presence live in this process: on several nodes each would
+        // have its own. Refused rather than run as a cluster that is not one.
+        eprintln!(
+            "WSHUB_REDIS_URL is set, but the chat does not run as a cluster yet (its rooms live \
+             in one process); the hyper_server example does (docs/cluster.md)"
+        );
+        std::process::exit(2);
+    }
     let addr = std::env::var("WSHUB_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let (token, generated) = match std::env::var("WSHUB_PUBLISH_TOKEN") {
         Ok(token) if !token.is_empty() => (token, false),

@@ -44,6 +44,36 @@ impl Frame {
         }))
     }
 
+    /// A text frame another node built, at `buffer[start..]`, if it is one whole unmasked
+    /// text frame: what the hub sends, not trusted to be so because it came over the network.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn received(buffer: Vec<u8>, start: usize, charge: Charge) -> Option<Self> {
+        let frame = buffer.get(start..)?;
+        let (&[first, second], rest) = frame.split_first_chunk::<2>()?;
+        if first != FIN | OP_TEXT || second & 0x80 != 0 {
+            return None;
+        }
+        let (len, rest) = match second {
+            126 => {
+                let (len, rest) = rest.split_first_chunk::<2>()?;
+                (u64::from(u16::from_be_bytes(*len)), rest)
+            }
+            127 => {
+                let (len, rest) = rest.split_first_chunk::<8>()?;
+                (u64::from_be_bytes(*len), rest)
+            }
+            len => (u64::from(len), rest),
+        };
+        if u64::try_from(rest.len()).ok()? != len {
+            return None;
+        }
+        Some(Self(Bytes::from_owner(Charged {
+            buffer,
+            start,
+            _charge: charge,
+        })))
+    }
+
     /// A control frame; `payload` is at most 125 bytes (RFC 6455 §5.5), longer is cut.
     pub(crate) fn control(opcode: u8, payload: &[u8]) -> Self {
         let payload = &payload[..payload.len().min(125)];

@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 mod accept;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod raw_ws;
 pub use accept::serve_upgrades;
 
@@ -41,6 +43,16 @@ pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     .await;
 }
 
+/// Like [`until`], for a condition that has to ask over the network.
+pub async fn until_async<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    within(what, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
 /// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, future).await {
@@ -50,7 +62,7 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 pub struct TestServer {
-    pub addr: SocketAddr,
+    remote: Remote,
     pub hub: Hub,
     server: tokio::task::JoinHandle<()>,
 }
@@ -90,7 +102,11 @@ impl TestServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let server = tokio::spawn(async move { serve_upgrades(listener, service).await });
-        Self { addr, hub, server }
+        Self {
+            remote: Remote { addr },
+            hub,
+            server,
+        }
     }
 
     /// Routes a `marker` envelope to everyone. Routing is in order per connection, so a client
@@ -99,7 +115,24 @@ impl TestServer {
         self.hub
             .send(&wshub::Envelope::new("marker").to(wshub::Recipient::all()));
     }
+}
 
+impl std::ops::Deref for TestServer {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+/// What a test can do with any wshub server by its address: this process's [`TestServer`], or
+/// another process (a cluster node).
+#[derive(Debug, Clone, Copy)]
+pub struct Remote {
+    pub addr: SocketAddr,
+}
+
+impl Remote {
     pub fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/ws{query}", self.addr)
     }

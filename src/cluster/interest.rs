@@ -1,0 +1,148 @@
+//! This node's groups and users in Redis: the sets of nodes that routing reads, kept in step
+//! with the registry.
+//!
+//! The registry reports a change under its lock, where nothing may wait, so the change is only
+//! noted here; a task writes it. What it writes is the registry's state when it writes, not the
+//! change: a group joined and left again before the task runs costs nothing, and a write that
+//! fails is simply tried again, since the state it writes is still true or newer.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+
+use super::{Backoff, Link};
+use crate::membership::{Change, Scope, Watch};
+use crate::node::Node;
+
+/// A group (`true`) or a user (`false`), owned.
+type Key = (bool, Box<str>);
+
+/// What is still to be written.
+#[derive(Debug, Default)]
+pub(crate) struct Interest {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    scopes: HashSet<Key>,
+    /// Every group and user this node has: after Redis was away.
+    everything: bool,
+}
+
+impl Watch for Interest {
+    fn changed(&self, change: Change<'_>) {
+        let key = match change.scope {
+            Scope::Group(group) => (true, group.into()),
+            Scope::User(user) => (false, user.into()),
+        };
+        self.pending().scopes.insert(key);
+        self.wake.notify_one();
+    }
+}
+
+impl Interest {
+    /// Writes this node's whole membership again.
+    pub(crate) fn resync(&self) {
+        self.pending().everything = true;
+        self.wake.notify_one();
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending())
+    }
+
+    /// Puts back what could not be written, under anything noted since.
+    fn put_back(&self, failed: Pending) {
+        let mut pending = self.pending();
+        pending.everything |= failed.everything;
+        pending.scopes.extend(failed.scopes);
+    }
+}
+
+/// Writes changes as they are noted, until the node is dropped.
+pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
+    let mut connection = None;
+    let mut backoff = Backoff::new(link.timings);
+    loop {
+        // Woken by a change, or now and then to notice that the node is gone.
+        let _ = tokio::time::timeout(link.timings.ping_every, interest.wake.notified()).await;
+        loop {
+            let Some(node) = node.upgrade() else {
+                return;
+            };
+            let pending = interest.take();
+            if !pending.everything && pending.scopes.is_empty() {
+                break;
+            }
+            let pipe = pipeline(&node, &pending, &link);
+            drop(node);
+            let written = match connection.as_mut() {
+                Some(c) => {
+                    let writing = pipe.exec_async(c);
+                    match tokio::time::timeout(link.timings.command_timeout, writing).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
+                }
+                None => match link.connect().await {
+                    Ok(c) => {
+                        connection = Some(c);
+                        // Written on the next turn, with anything noted meanwhile.
+                        interest.put_back(pending);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match written {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "writing this node's membership to Redis failed; will retry");
+                    connection = None;
+                    interest.put_back(pending);
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+}
+
+/// `SADD` this node to the set of each group and user it has, `SREM` it from the others.
+fn pipeline(node: &Node, pending: &Pending, link: &Link) -> redis::Pipeline {
+    let id = link.id.to_string();
+    let key = |group: bool, name: &str| {
+        if group {
+            link.names.group(name)
+        } else {
+            link.names.user(name)
+        }
+    };
+    let mut pipe = redis::pipe();
+    if pending.everything {
+        let (groups, users) = node.scopes();
+        let groups = groups.iter().map(|g| (true, g.as_str()));
+        for (group, name) in groups.chain(users.iter().map(|u| (false, u.as_str()))) {
+            pipe.cmd("SADD").arg(key(group, name)).arg(&id).ignore();
+        }
+    }
+    for (group, name) in &pending.scopes {
+        let scope = if *group {
+            Scope::Group(name)
+        } else {
+            Scope::User(name)
+        };
+        let command = if node.has(scope) { "SADD" } else { "SREM" };
+        pipe.cmd(command).arg(key(*group, name)).arg(&id).ignore();
+    }
+    pipe
+}

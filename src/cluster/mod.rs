@@ -1,0 +1,351 @@
+//! A hub as one node of a cluster of processes on one Redis (feature `cluster`).
+//!
+//! Each node subscribes to two channels: its own inbox and one broadcast channel. Which nodes
+//! have a connection in a group or of a user is data in Redis (a set of node ids per group and per
+//! user, written only when a node gains its first member or loses its last), and a connection id
+//! names its node. An envelope for everyone goes once on the broadcast channel; any other goes to
+//! the inboxes of the nodes its include recipients name, chosen inside Redis by one script, so a
+//! group that lives on one node wakes one node. Each node routes what it receives over its own
+//! registry with the same recipients: every selected connection gets one copy, and exclusions mean
+//! what they mean on one node. The sending node delivers to its own connections directly.
+//!
+//! | part | job |
+//! |---|---|
+//! | `wire.rs` | channel and key names; the message: origin, recipients, frame |
+//! | `publisher.rs` | this node's envelopes to Redis, in order, in pipelined batches |
+//! | `subscriber.rs` | envelopes from the other nodes into this node's registry; gaps |
+//! | `interest.rs` | this node's groups and users in Redis, kept in step with the registry |
+//! | `health.rs` | whether Redis is reachable now, and what was missed or dropped |
+//!
+//! See docs/cluster.md for what a deployment looks like and what each failure does.
+
+mod health;
+mod interest;
+mod publisher;
+mod subscriber;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::envelope::{Recipient, RecipientKind};
+use crate::id::ConnectionId;
+use crate::membership::Watch;
+use crate::node::Node;
+use crate::websocket::Frame;
+
+use health::Health;
+use interest::Interest;
+use publisher::{Outgoing, Publisher, Reach};
+use wire::{Names, NodeId};
+
+/// The settings of a hub's place in a cluster on Redis: which Redis, and the prefix of every key
+/// and channel the cluster uses there. Give it to [`HubBuilder::cluster`](crate::HubBuilder::cluster).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), wshub::ClusterError> {
+/// let cluster = wshub::RedisCluster::new("redis://127.0.0.1:6379")?;
+/// let hub = wshub::Hub::builder().cluster(cluster).build();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisCluster {
+    client: redis::Client,
+    prefix: String,
+    timings: Timings,
+}
+
+/// How long Redis may take, and how often a node looks again when it is away.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timings {
+    /// Any command, a connection attempt, or a ping that takes longer has failed.
+    pub(crate) command_timeout: Duration,
+    /// How often the subscriber checks that Redis still answers.
+    pub(crate) ping_every: Duration,
+    /// The first and the longest wait between two attempts to reach Redis again.
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            command_timeout: Duration::from_millis(1000),
+            ping_every: Duration::from_millis(1000),
+            retry_min: Duration::from_millis(50),
+            retry_max: Duration::from_millis(1000),
+        }
+    }
+}
+
+impl RedisCluster {
+    /// A cluster on the Redis at `url` (`redis://[:password@]host:port[/db]`), under the prefix
+    /// `wshub`. Nothing connects yet; an invalid URL is an error.
+    pub fn new(url: &str) -> Result<Self, ClusterError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ClusterError(format!("the Redis URL is not valid: {e}")))?;
+        Ok(Self {
+            client,
+            prefix: "wshub".to_owned(),
+            timings: Timings::default(),
+        })
+    }
+
+    /// The prefix of every key and channel of this cluster (default `wshub`): hubs with different
+    /// prefixes on one Redis are separate clusters.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long any Redis command, connection attempt or health check may take before it counts
+    /// as failed (default 1 s), and how often the node checks that Redis still answers (the
+    /// same). A node finds Redis gone within twice this.
+    #[must_use]
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.timings.command_timeout = timeout;
+        self.timings.ping_every = timeout;
+        self
+    }
+}
+
+impl fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("RedisCluster")
+            .field("prefix", &self.prefix)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cluster setting that cannot work, such as a Redis URL that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterError(String);
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// This node's part of a running cluster: what the hub calls to send beyond this process.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    id: NodeId,
+    publisher: Publisher,
+    health: Arc<Health>,
+}
+
+impl Cluster {
+    /// Starts this node's cluster tasks on the current Tokio runtime; `node` gets the watch that
+    /// keeps this node's groups and users in Redis. The tasks end when the node is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime: a clustered hub is built where it will run.
+    pub(crate) fn start(
+        settings: RedisCluster,
+        node: impl FnOnce(Arc<dyn Watch>) -> Arc<Node>,
+    ) -> (Self, Arc<Node>) {
+        let runtime = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+            panic!("a hub with a cluster must be built inside a Tokio runtime")
+        });
+        let id = NodeId(ConnectionId::random().map_or(0, |id| id.node_bits()));
+        let names = Names::new(&settings.prefix);
+        let health = Arc::new(Health::default());
+        let link = Link {
+            client: settings.client,
+            names,
+            id,
+            timings: settings.timings,
+            health: Arc::clone(&health),
+        };
+        let interest = Arc::new(Interest::default());
+        let node = node(Arc::clone(&interest) as Arc<dyn Watch>);
+        let (publisher, outgoing) = Publisher::new();
+        runtime.spawn(publisher::run(outgoing, link.clone()));
+        runtime.spawn(subscriber::run(
+            Arc::downgrade(&node),
+            Arc::clone(&interest),
+            link.clone(),
+        ));
+        runtime.spawn(interest::run(interest, Arc::downgrade(&node), link));
+        tracing::info!(node = %id, prefix = %settings.prefix, "joining the cluster");
+        (
+            Self {
+                id,
+                publisher,
+                health,
+            },
+            node,
+        )
+    }
+
+    /// A fresh id for a connection of this node.
+    pub(crate) fn connection_id(&self) -> Option<ConnectionId> {
+        ConnectionId::random_on(self.id.0)
+    }
+
+    /// Whether this node can reach the other nodes now: subscribed, and its last commands went
+    /// through.
+    pub(crate) fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    /// Sends `frame` to the other nodes that `recipients` may select a connection on. Never
+    /// waits: it is queued for this node's one publisher, which keeps the order.
+    pub(crate) fn publish(&self, recipients: &[Recipient], frame: &Frame) {
+        let Some(reach) = reach(recipients, self.id) else {
+            return;
+        };
+        let message = wire::encode(self.id, recipients, frame);
+        if !self.publisher.offer(Outgoing { reach, message }) {
+            self.health.dropped(1, "the queue to Redis is full");
+        }
+    }
+}
+
+/// Which nodes an envelope may have targets on, or `None` when only this one.
+fn reach(recipients: &[Recipient], own: NodeId) -> Option<Reach> {
+    let mut includes = recipients
+        .iter()
+        .filter(|r| !r.kind.is_exclude())
+        .peekable();
+    if includes.peek().is_none() || recipients.iter().any(|r| r.kind == RecipientKind::All) {
+        // No recipients (the default group), only exclusions, or `all`: anyone, anywhere.
+        return Some(Reach::Everywhere);
+    }
+    let mut targeted = publisher::Targets::default();
+    for include in includes {
+        match include.kind {
+            RecipientKind::Group => targeted.groups.push(include.value.clone()),
+            RecipientKind::User => targeted.users.push(include.value.clone()),
+            RecipientKind::Connection => {
+                // An id that does not parse selects nobody, anywhere.
+                if let Ok(id) = include.value.parse::<ConnectionId>() {
+                    let node = NodeId::of(id);
+                    if node != own && !targeted.nodes.contains(&node) {
+                        targeted.nodes.push(node);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let nowhere =
+        targeted.groups.is_empty() && targeted.users.is_empty() && targeted.nodes.is_empty();
+    (!nowhere).then_some(Reach::Nodes(targeted))
+}
+
+/// What every cluster task needs to talk to Redis.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) client: redis::Client,
+    pub(crate) names: Names,
+    pub(crate) id: NodeId,
+    pub(crate) timings: Timings,
+    pub(crate) health: Arc<Health>,
+}
+
+impl Link {
+    /// A new command connection, within the command timeout.
+    pub(crate) async fn connect(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timings.command_timeout))
+            .set_response_timeout(Some(self.timings.command_timeout));
+        let connecting = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        match tokio::time::timeout(self.timings.command_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    }
+}
+
+/// Waits between attempts to reach Redis: doubling from the shortest wait to the longest.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+    timings: Timings,
+}
+
+impl Backoff {
+    pub(crate) fn new(timings: Timings) -> Self {
+        Self {
+            next: timings.retry_min,
+            timings,
+        }
+    }
+
+    /// How long to wait before the next attempt; each call doubles the next.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.timings.retry_max);
+        wait
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next_wait()).await;
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.timings.retry_min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> NodeId {
+        NodeId(7)
+    }
+
+    fn on(node: u32) -> String {
+        format!("{node:08x}{:024x}", 1)
+    }
+
+    #[test]
+    fn everyone_goes_on_the_broadcast_channel() {
+        for recipients in [
+            vec![],
+            vec![Recipient::all()],
+            vec![Recipient::group("g"), Recipient::all()],
+            vec![Recipient::all_but_user("ann")],
+        ] {
+            assert!(
+                matches!(reach(&recipients, own()), Some(Reach::Everywhere)),
+                "{recipients:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn includes_name_the_nodes_and_own_connections_stay_home() {
+        assert!(reach(&[Recipient::connection(on(7))], own()).is_none());
+        assert!(reach(&[Recipient::connection("not an id")], own()).is_none());
+        let Some(Reach::Nodes(targets)) = reach(
+            &[
+                Recipient::group("g"),
+                Recipient::user("u"),
+                Recipient::connection(on(9)),
+                Recipient::connection(on(9)),
+                Recipient::connection(on(7)),
+                Recipient::all_but_group("h"),
+            ],
+            own(),
+        ) else {
+            panic!("targeted")
+        };
+        assert_eq!(targets.groups, ["g"]);
+        assert_eq!(targets.users, ["u"]);
+        assert_eq!(targets.nodes, [NodeId(9)]);
+    }
+}

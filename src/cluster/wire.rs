@@ -1,0 +1,177 @@
+//! What the nodes of a cluster say to each other through Redis: the names of their channels and
+//! keys, and the one message they exchange, an envelope as already framed with its recipients.
+//!
+//! A message is `origin` (the sending node's id, 8 hex digits), `\n`, the recipients as a JSON
+//! array of `[type, value]` pairs, `\n`, and the WebSocket frame exactly as the sender's own
+//! connections were sent it. The receiving node routes the frame over its own registry with the
+//! same recipients, so a connection gets the same bytes whichever node it is on, and no node
+//! serialises the envelope again.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::budget::{Budget, Charge};
+use crate::envelope::{Recipient, RecipientKind};
+use crate::id::ConnectionId;
+use crate::websocket::Frame;
+
+/// A node's id: 32 random bits, the first 8 hex digits of its connections' ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct NodeId(pub(crate) u32);
+
+impl NodeId {
+    /// The node a connection id was made by.
+    pub(crate) fn of(connection: ConnectionId) -> Self {
+        Self(connection.node_bits())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// The names a cluster uses in Redis, all under one prefix so that several clusters (or other
+/// applications) can share a Redis.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The channel every node reads, for envelopes that may reach a connection anywhere.
+    pub(crate) fn broadcast(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+
+    /// The channel only `node` reads.
+    pub(crate) fn inbox(&self, node: NodeId) -> String {
+        format!("{}:n:{node}", self.prefix)
+    }
+
+    /// The set of nodes with a connection in `group`.
+    pub(crate) fn group(&self, group: &str) -> String {
+        format!("{}:g:{group}", self.prefix)
+    }
+
+    /// The set of nodes with a connection of `user`.
+    pub(crate) fn user(&self, user: &str) -> String {
+        format!("{}:u:{user}", self.prefix)
+    }
+}
+
+/// Encodes a message from `origin`.
+pub(crate) fn encode(origin: NodeId, recipients: &[Recipient], frame: &Frame) -> Vec<u8> {
+    let pairs: Vec<(&str, &str)> = recipients
+        .iter()
+        .map(|r| (r.kind.as_str(), r.value.as_str()))
+        .collect();
+    let mut message = Vec::with_capacity(16 + frame.len() + 32 * pairs.len());
+    message.extend_from_slice(origin.to_string().as_bytes());
+    message.push(b'\n');
+    // Serialising strings into a Vec cannot fail; JSON text never holds a raw newline.
+    let _ = serde_json::to_writer(&mut message, &pairs);
+    message.push(b'\n');
+    message.extend_from_slice(frame.bytes());
+    message
+}
+
+/// A message from another node, decoded.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub(crate) origin: NodeId,
+    pub(crate) recipients: Vec<Recipient>,
+    pub(crate) frame: Frame,
+}
+
+/// Why a message could not be read: only a node of another version, or something that is not a
+/// wshub node writing to our channels, sends one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
+/// Decodes a message, keeping its bytes: the frame is the tail of `message`, charged to `budget`.
+pub(crate) fn decode(message: Vec<u8>, budget: &Arc<Budget>) -> Result<Message, Malformed> {
+    let origin_end = position(&message, 0).ok_or(Malformed("no origin"))?;
+    let origin = std::str::from_utf8(&message[..origin_end])
+        .ok()
+        .filter(|s| s.len() == 8)
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .map(NodeId)
+        .ok_or(Malformed("the origin is not a node id"))?;
+    let recipients_end = position(&message, origin_end + 1).ok_or(Malformed("no recipients"))?;
+    // Owned: a value with an escape in it cannot be borrowed from the message.
+    let pairs: Vec<(String, String)> =
+        serde_json::from_slice(&message[origin_end + 1..recipients_end])
+            .map_err(|_| Malformed("the recipients are not a list of pairs"))?;
+    let recipients = pairs
+        .into_iter()
+        .map(|(kind, value)| {
+            let kind = RecipientKind::parse(&kind).ok_or(Malformed("an unknown recipient type"))?;
+            Ok(Recipient { kind, value })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let charge = Charge::new(budget, message.capacity());
+    let frame = Frame::received(message, recipients_end + 1, charge)
+        .ok_or(Malformed("not one whole text frame"))?;
+    Ok(Message {
+        origin,
+        recipients,
+        frame,
+    })
+}
+
+fn position(message: &[u8], from: usize) -> Option<usize> {
+    let at = message.get(from..)?.iter().position(|&b| b == b'\n')?;
+    Some(from + at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+
+    #[test]
+    fn a_message_round_trips_with_the_same_frame_bytes() {
+        let budget = Budget::unlimited();
+        let envelope = Envelope::new("news")
+            .with_message("a\nb")
+            .to(Recipient::group("g\n1"))
+            .to(Recipient::all_but_user("ann"));
+        let frame = envelope.to_frame(&budget);
+        let bytes = encode(NodeId(0xa1b2_c3d4), &envelope.recipients, &frame);
+        assert!(bytes.starts_with(b"a1b2c3d4\n"));
+        let message = decode(bytes, &budget).unwrap();
+        assert_eq!(message.origin, NodeId(0xa1b2_c3d4));
+        assert_eq!(message.recipients, envelope.recipients);
+        assert_eq!(message.frame.bytes(), frame.bytes());
+    }
+
+    #[test]
+    fn garbage_is_refused_not_delivered() {
+        let budget = Budget::unlimited();
+        let frame = Envelope::new("x").to_frame(&budget);
+        let mut cut = encode(NodeId(1), &[], &frame);
+        cut.pop();
+        for bad in [
+            b"".to_vec(),
+            b"zz\n[]\n".to_vec(),
+            b"00000001\n[[\"bogus\",\"\"]]\n".to_vec(),
+            b"00000001\n{}\n".to_vec(),
+            b"00000001\n[]\n\x81\x05ab".to_vec(),
+            cut,
+        ] {
+            assert!(decode(bad.clone(), &budget).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! A cluster of real node processes on a real `redis-server`, all on 127.0.0.1: every recipient
+//! type with the sender and the targets on different nodes, the sender's identity across nodes,
+//! order across nodes, and Redis going away and coming back empty.
+//!
+//! Absence is proven as in routing.rs: after the envelope under test, a `marker` to everyone from
+//! the same node; one node's envelopes reach a connection in order, wherever it is.
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use common::cluster::{node_of, Node, Redis};
+use common::{envelope, within, Client, Remote, TOKEN};
+use serde_json::{json, Value};
+
+/// Three nodes and five clients spread over them, as routing.rs's five on one node:
+/// 0 ann@g1 on node 0; 1 ann@g2 and 2 bob@g1 on node 1; 3 bob (no group) and 4 anonymous on
+/// node 2. Returns once every node's membership is in Redis.
+async fn spread() -> (Redis, Vec<Node>, Vec<Client>) {
+    let redis = Redis::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Node::start(&redis).await);
+    }
+    let mut clients = Vec::new();
+    for (node, query) in [
+        (0, "?userId=ann&groupId=g1"),
+        (1, "?userId=ann&groupId=g2"),
+        (1, "?userId=bob&groupId=g1"),
+        (2, "?userId=bob"),
+        (2, ""),
+    ] {
+        clients.push(nodes[node].connect(query).await);
+    }
+    for (client, keys) in clients.iter().zip([
+        &["wshub:u:ann", "wshub:g:g1"][..],
+        &["wshub:u:ann", "wshub:g:g2"],
+        &["wshub:u:bob", "wshub:g:g1"],
+        &["wshub:u:bob"],
+        &[],
+    ]) {
+        for key in keys {
+            redis.until_member(key, node_of(&client.id)).await;
+        }
+    }
+    (redis, nodes, clients)
+}
+
+/// Publishes `recipients` through `from`, then a marker to all, and returns which clients got
+/// the envelope (each at most once, or the marker would not come next).
+async fn who_receives(from: &Remote, clients: &mut [Client], recipients: Value) -> Vec<usize> {
+    let probe = envelope("probe", json!("x"), recipients.clone()).to_string();
+    let response = from.post("/api/publish", Some(TOKEN), &probe).await;
+    assert_eq!(response.status, 200, "publish {recipients}: {response:?}");
+    let marker = envelope("marker", json!(""), json!([{"type": "all"}])).to_string();
+    let response = from.post("/api/publish", Some(TOKEN), &marker).await;
+    assert_eq!(response.status, 200, "marker: {response:?}");
+    let mut got = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let first = client.recv().await;
+        if first["action"] == "probe" {
+            got.push(i);
+            client.recv_action("marker").await;
+        } else {
+            assert_eq!(first["action"], "marker", "client {i} got {first}");
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn every_recipient_type_selects_its_connections_on_every_node_once() {
+    let (_redis, nodes, mut c) = spread().await;
+    let ids: Vec<String> = c.iter().map(|client| client.id.clone()).collect();
+    let id = |i: usize| ids[i].clone();
+    let cases: Vec<(Value, Vec<usize>)> = vec![
+        (json!([{"type": "all"}]), vec![0, 1, 2, 3, 4]),
+        (json!([{"type": "group", "value": "g1"}]), vec![0, 2]),
+        (json!([{"type": "user", "value": "ann"}]), vec![0, 1]),
+        (json!([{"type": "connection", "value": id(1)}]), vec![1]),
+        (json!([{"type": "connection", "value": id(4)}]), vec![4]),
+        (
+            json!([{"type": "allButUser", "value": "ann"}]),
+            vec![2, 3, 4],
+        ),
+        (
+            json!([{"type": "allExceptUser", "value": "bob"}]),
+            vec![0, 1, 4],
+        ),
+        (
+            json!([{"type": "allButGroup", "value": "g1"}]),
+            vec![1, 3, 4],
+        ),
+        (
+            json!([{"type": "allButConnection", "value": id(2)}]),
+            vec![0, 1, 3, 4],
+        ),
+        // A connection selected twice (its group and its user) gets one copy.
+        (
+            json!([{"type": "group", "value": "g1"}, {"type": "user", "value": "ann"}]),
+            vec![0, 1, 2],
+        ),
+        (
+            json!([{"type": "user", "value": "bob"}, {"type": "allButGroup", "value": "g1"}]),
+            vec![3],
+        ),
+        (
+            json!([{"type": "group", "value": "g2"}, {"type": "connection", "value": id(3)},
+                   {"type": "allButUser", "value": "ann"}]),
+            vec![3],
+        ),
+        // The default group: the connections in no group, on every node.
+        (json!([]), vec![3, 4]),
+        (json!([{"type": "group", "value": "nobody"}]), vec![]),
+    ];
+    for (from, node) in nodes.iter().enumerate() {
+        for (recipients, expected) in &cases {
+            let got = who_receives(node, &mut c, recipients.clone()).await;
+            assert_eq!(&got, expected, "{recipients} published on node {from}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_relayed_message_carries_the_senders_identity_to_other_nodes() {
+    let (_redis, _nodes, mut c) = spread().await;
+    // ann on node 0 claims to be mallory in group g9; bob on node 1 (g1) receives it as ann's.
+    let claim = json!({
+        "action": "chat", "message": "hi", "userId": "mallory", "groupId": "g9",
+        "recipients": [{"type": "group", "value": "g1"}, {"type": "allButConnection", "value": c[0].id}],
+    });
+    c[0].send_json(&claim).await;
+    let got = c[2].recv_action("chat").await;
+    assert_eq!(got["userId"], "ann");
+    assert_eq!(got["groupId"], "g1");
+    assert_eq!(got["message"], "hi");
+    assert_eq!(
+        got["recipients"],
+        json!([]),
+        "receivers do not learn the recipient list"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_publishes_reach_a_connection_on_another_node_in_order() {
+    let (_redis, nodes, mut c) = spread().await;
+    // Client 2 (bob@g1, node 1) is selected in turn by its connection id (node 1's inbox), by
+    // `all` (the broadcast channel), by its group and by its user: two channels, one order.
+    let target = c[2].id.clone();
+    let recipients = [
+        json!([{"type": "connection", "value": target}]),
+        json!([{"type": "all"}]),
+        json!([{"type": "group", "value": "g1"}]),
+        json!([{"type": "user", "value": "bob"}]),
+    ];
+    for batch in 0..20 {
+        let envelopes: Vec<Value> = (0..50)
+            .map(|i| {
+                let n = batch * 50 + i;
+                envelope("seq", json!(n), recipients[n % 4].clone())
+            })
+            .collect();
+        let body = Value::Array(envelopes).to_string();
+        let response = nodes[0].post("/api/publish", Some(TOKEN), &body).await;
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    within("1,000 envelopes in order", async {
+        for n in 0..1000 {
+            let got = c[2].recv_action("seq").await;
+            assert_eq!(got["message"], n, "out of order");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_away_answers_503_then_a_restarted_empty_redis_gets_every_node_back() {
+    let mut redis = Redis::start().await;
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let mut on_a = a.connect("?userId=ann&groupId=g1").await;
+    let mut on_b = b.connect("?userId=bob&groupId=g1").await;
+    redis.until_member("wshub:g:g1", node_of(&on_b.id)).await;
+
+    redis.kill().await;
+    let probe = envelope(
+        "probe",
+        json!("x"),
+        json!([{"type": "group", "value": "g1"}]),
+    )
+    .to_string();
+    let refused = within("a 503 while Redis is away", async {
+        loop {
+            let response = a.post("/api/publish", Some(TOKEN), &probe).await;
+            if response.status == 503 {
+                break response;
+            }
+            assert_eq!(response.status, 200, "{response:?}");
+            // Published before the node noticed: only ann, here on node a, can have it.
+            on_a.recv_action("probe").await;
+        }
+    })
+    .await;
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        refused.body.contains("nothing was delivered"),
+        "{}",
+        refused.body
+    );
+
+    // The sockets stay open and this node's own relays still work.
+    on_a.send_json(&json!({"action": "local", "recipients": [{"type": "user", "value": "ann"}]}))
+        .await;
+    on_a.recv_action("local").await;
+
+    let redis = Redis::start_on(redis.port).await;
+    a.until_publishing().await;
+    b.until_publishing().await;
+    // Redis came back empty: each node wrote its membership again.
+    redis.until_member("wshub:g:g1", node_of(&on_b.id)).await;
+    redis.until_member("wshub:u:ann", node_of(&on_a.id)).await;
+    let back = envelope(
+        "back",
+        json!("y"),
+        json!([{"type": "group", "value": "g1"}]),
+    )
+    .to_string();
+    let response = a.post("/api/publish", Some(TOKEN), &back).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    on_b.recv_action("back").await;
+    on_a.recv_action("back").await;
+}
