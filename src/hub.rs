@@ -54,6 +54,50 @@ struct Inner {
     cluster: Option<crate::cluster::Cluster>,
 }
 
+/// The counts the other nodes of a cluster report of the envelopes one publish sent them.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    #[cfg(feature = "cluster")]
+    tickets: Vec<crate::cluster::Ticket>,
+}
+
+/// What the other nodes reported (PROTOCOL.md §7, in a cluster).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reported {
+    /// Connections the other nodes queued the envelopes to.
+    pub(crate) delivered: usize,
+    /// Deliveries to other nodes: for each envelope, the nodes it went to.
+    pub(crate) nodes: usize,
+    /// Of those, how many reported in time.
+    pub(crate) answered: usize,
+    /// Some did not, or a send failed: `delivered` is a lower bound.
+    pub(crate) partial: bool,
+}
+
+impl Tally {
+    /// How long a publish waits for the other nodes' counts.
+    #[cfg(feature = "cluster")]
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// Waits until every node the envelopes went to has reported, [a short
+    /// while](Self::PATIENCE) at most.
+    pub(crate) async fn finish(self) -> Reported {
+        #[cfg(feature = "cluster")]
+        {
+            let deadline = tokio::time::Instant::now() + Self::PATIENCE;
+            let count = crate::cluster::count(self.tickets, deadline).await;
+            Reported {
+                delivered: count.delivered,
+                nodes: count.nodes,
+                answered: count.answered,
+                partial: count.partial,
+            }
+        }
+        #[cfg(not(feature = "cluster"))]
+        Reported::default()
+    }
+}
+
 /// Holds one place under the connection limit from the handshake until the socket task ends.
 #[derive(Debug)]
 pub(crate) struct Permit {
@@ -128,6 +172,10 @@ impl Hub {
     /// (`tokio::task::yield_now().await` every few sends) so the connections' tasks can write:
     /// without a pause, a burst larger than that bound to one connection would close it. The
     /// hub's own producers (relays, the publish endpoint) do this.
+    ///
+    /// On a cluster node (feature `cluster`) the envelope also goes to the other nodes with
+    /// targets, through Redis, without waiting, and the count is this node's connections only
+    /// (the publish endpoint's answer counts every node's).
     pub fn send(&self, envelope: &Envelope) -> usize {
         self.route(envelope).delivered
     }
@@ -145,6 +193,31 @@ impl Hub {
         self.inner
             .node
             .deliver(&envelope.recipients, || self.frame(envelope))
+    }
+
+    /// Starts counting a publish across the cluster; `None` on a single node, where
+    /// [`Routed::delivered`] is the whole count.
+    pub(crate) fn tally(&self) -> Option<Tally> {
+        #[cfg(feature = "cluster")]
+        if self.inner.cluster.is_some() {
+            return Some(Tally::default());
+        }
+        None
+    }
+
+    /// Routes like [`route`](Self::route); in a cluster, the other nodes report their counts to
+    /// `tally`.
+    pub(crate) fn route_tallied(&self, envelope: &Envelope, tally: &mut Tally) -> Routed {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            let frame = self.frame(envelope);
+            tally
+                .tickets
+                .extend(cluster.publish_counted(&envelope.recipients, &frame));
+            return self.inner.node.deliver(&envelope.recipients, || frame);
+        }
+        let _ = tally;
+        self.route(envelope)
     }
 
     /// Whether an envelope sent now can reach every node: true on a single node; in a cluster,

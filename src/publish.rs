@@ -191,15 +191,27 @@ impl PublishService {
         // and still reading.
         let mut pace = Pace::patient(self.hub.config().stall_timeout);
         let mut delivered = 0;
+        let mut tally = self.hub.tally();
         for envelope in &envelopes {
-            let routed = self.hub.route(envelope);
+            let routed = match tally.as_mut() {
+                Some(tally) => self.hub.route_tallied(envelope, tally),
+                None => self.hub.route(envelope),
+            };
             delivered += routed.delivered;
             pace.catch_up(routed.behind).await;
         }
-        json(
-            StatusCode::OK,
-            &serde_json::json!({ "delivered": delivered }),
-        )
+        let Some(tally) = tally else {
+            let answer = serde_json::json!({ "delivered": delivered });
+            return json(StatusCode::OK, &answer);
+        };
+        let reported = tally.finish().await;
+        let answer = serde_json::json!({
+            "delivered": delivered + reported.delivered,
+            "nodes": reported.nodes,
+            "answered": reported.answered,
+            "partial": reported.partial,
+        });
+        json(StatusCode::OK, &answer)
     }
 
     /// The `401` for a request without the right credentials; `None` lets it through.

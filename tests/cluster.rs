@@ -46,11 +46,17 @@ async fn spread() -> (Redis, Vec<Node>, Vec<Client>) {
 }
 
 /// Publishes `recipients` through `from`, then a marker to all, and returns which clients got
-/// the envelope (each at most once, or the marker would not come next).
-async fn who_receives(from: &Remote, clients: &mut [Client], recipients: Value) -> Vec<usize> {
+/// the envelope (each at most once, or the marker would not come next) and the publish's answer,
+/// whose count must match.
+async fn who_receives(
+    from: &Remote,
+    clients: &mut [Client],
+    recipients: Value,
+) -> (Vec<usize>, Value) {
     let probe = envelope("probe", json!("x"), recipients.clone()).to_string();
     let response = from.post("/api/publish", Some(TOKEN), &probe).await;
     assert_eq!(response.status, 200, "publish {recipients}: {response:?}");
+    let answer = response.json();
     let marker = envelope("marker", json!(""), json!([{"type": "all"}])).to_string();
     let response = from.post("/api/publish", Some(TOKEN), &marker).await;
     assert_eq!(response.status, 200, "marker: {response:?}");
@@ -64,7 +70,17 @@ async fn who_receives(from: &Remote, clients: &mut [Client], recipients: Value) 
             assert_eq!(first["action"], "marker", "client {i} got {first}");
         }
     }
-    got
+    assert_eq!(
+        answer["delivered"].as_u64(),
+        Some(got.len() as u64),
+        "{recipients}: the answer counts every node's deliveries: {answer}"
+    );
+    assert_eq!(answer["partial"], false, "{recipients}: {answer}");
+    assert_eq!(
+        answer["answered"], answer["nodes"],
+        "{recipients}: {answer}"
+    );
+    (got, answer)
 }
 
 #[tokio::test]
@@ -114,10 +130,45 @@ async fn every_recipient_type_selects_its_connections_on_every_node_once() {
     ];
     for (from, node) in nodes.iter().enumerate() {
         for (recipients, expected) in &cases {
-            let got = who_receives(node, &mut c, recipients.clone()).await;
+            let (got, _) = who_receives(node, &mut c, recipients.clone()).await;
             assert_eq!(&got, expected, "{recipients} published on node {from}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_publish_wakes_only_the_nodes_with_targets_and_counts_what_they_delivered() {
+    let (_redis, nodes, mut c) = spread().await;
+    // (recipients, published on, other nodes it must go to)
+    let cases = [
+        // g2 lives on node 1 only.
+        (json!([{"type": "group", "value": "g2"}]), 0, 1),
+        (json!([{"type": "group", "value": "g2"}]), 1, 0),
+        (json!([{"type": "user", "value": "bob"}]), 0, 2),
+        (json!([{"type": "connection", "value": c[4].id}]), 0, 1),
+        (json!([{"type": "group", "value": "nobody"}]), 0, 0),
+        (json!([{"type": "all"}]), 2, 2),
+    ];
+    for (recipients, from, woken) in cases {
+        let (_, answer) = who_receives(&nodes[from], &mut c, recipients.clone()).await;
+        assert_eq!(
+            answer["nodes"], woken,
+            "{recipients} from node {from}: {answer}"
+        );
+    }
+    // An array's counts add up over its envelopes.
+    let body = json!([
+        envelope("one", json!(1), json!([{"type": "user", "value": "ann"}])),
+        envelope("two", json!(2), json!([{"type": "all"}])),
+    ]);
+    let answer = nodes[2]
+        .post("/api/publish", Some(TOKEN), &body.to_string())
+        .await
+        .json();
+    assert_eq!(
+        answer,
+        json!({"delivered": 7, "nodes": 4, "answered": 4, "partial": false})
+    );
 }
 
 #[tokio::test]

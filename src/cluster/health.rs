@@ -20,6 +20,10 @@ impl Health {
         self.subscribed.load(Ordering::Acquire) && self.writing.load(Ordering::Acquire)
     }
 
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn set_subscribed(&self, up: bool) {
         self.subscribed.store(up, Ordering::Release);
     }

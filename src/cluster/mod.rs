@@ -15,6 +15,7 @@
 //! | `publisher.rs` | this node's envelopes to Redis, in order, in pipelined batches |
 //! | `subscriber.rs` | envelopes from the other nodes into this node's registry; gaps |
 //! | `interest.rs` | this node's groups and users in Redis, kept in step with the registry |
+//! | `tally.rs` | what the other nodes report of a publish that asks how many got it |
 //! | `health.rs` | whether Redis is reachable now, and what was missed or dropped |
 //!
 //! See docs/cluster.md for what a deployment looks like and what each failure does.
@@ -23,6 +24,7 @@ mod health;
 mod interest;
 mod publisher;
 mod subscriber;
+mod tally;
 mod wire;
 
 use std::fmt;
@@ -38,6 +40,8 @@ use crate::websocket::Frame;
 use health::Health;
 use interest::Interest;
 use publisher::{Outgoing, Publisher, Reach};
+use tally::Tallies;
+pub(crate) use tally::{count, Ticket};
 use wire::{Names, NodeId};
 
 /// The settings of a hub's place in a cluster on Redis: which Redis, and the prefix of every key
@@ -139,6 +143,7 @@ pub(crate) struct Cluster {
     id: NodeId,
     publisher: Publisher,
     health: Arc<Health>,
+    tallies: Arc<Tallies>,
 }
 
 impl Cluster {
@@ -158,12 +163,14 @@ impl Cluster {
         let id = NodeId(ConnectionId::random().map_or(0, |id| id.node_bits()));
         let names = Names::new(&settings.prefix);
         let health = Arc::new(Health::default());
+        let tallies = Arc::new(Tallies::default());
         let link = Link {
             client: settings.client,
             names,
             id,
             timings: settings.timings,
             health: Arc::clone(&health),
+            tallies: Arc::clone(&tallies),
         };
         let interest = Arc::new(Interest::default());
         let node = node(Arc::clone(&interest) as Arc<dyn Watch>);
@@ -172,6 +179,7 @@ impl Cluster {
         runtime.spawn(subscriber::run(
             Arc::downgrade(&node),
             Arc::clone(&interest),
+            publisher.clone(),
             link.clone(),
         ));
         runtime.spawn(interest::run(interest, Arc::downgrade(&node), link));
@@ -181,6 +189,7 @@ impl Cluster {
                 id,
                 publisher,
                 health,
+                tallies,
             },
             node,
         )
@@ -200,13 +209,38 @@ impl Cluster {
     /// Sends `frame` to the other nodes that `recipients` may select a connection on. Never
     /// waits: it is queued for this node's one publisher, which keeps the order.
     pub(crate) fn publish(&self, recipients: &[Recipient], frame: &Frame) {
+        self.send(recipients, frame, None);
+    }
+
+    /// Like [`publish`](Self::publish), and the nodes it reaches report how many connections
+    /// they queued it to ([`count`]). `None` when it goes to no other node.
+    pub(crate) fn publish_counted(
+        &self,
+        recipients: &[Recipient],
+        frame: &Frame,
+    ) -> Option<Ticket> {
+        let ticket = self.tallies.open();
+        self.send(recipients, frame, Some(ticket.id()))
+            .then_some(ticket)
+    }
+
+    /// Queues `frame` for the nodes `recipients` may reach; false when that is no other node.
+    fn send(&self, recipients: &[Recipient], frame: &Frame, ticket: Option<u64>) -> bool {
         let Some(reach) = reach(recipients, self.id) else {
-            return;
+            return false;
         };
-        let message = wire::encode(self.id, recipients, frame);
-        if !self.publisher.offer(Outgoing { reach, message }) {
+        let message = wire::encode(self.id, ticket, recipients, frame);
+        if !self.publisher.offer(Outgoing {
+            reach,
+            ticket,
+            message,
+        }) {
             self.health.dropped(1, "the queue to Redis is full");
+            if let Some(ticket) = ticket {
+                self.tallies.failed(ticket);
+            }
         }
+        true
     }
 }
 
@@ -250,6 +284,7 @@ pub(crate) struct Link {
     pub(crate) id: NodeId,
     pub(crate) timings: Timings,
     pub(crate) health: Arc<Health>,
+    pub(crate) tallies: Arc<Tallies>,
 }
 
 impl Link {

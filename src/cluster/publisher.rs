@@ -54,6 +54,8 @@ pub(crate) enum Reach {
     Everywhere,
     /// The nodes with members of these groups or users, and these nodes.
     Nodes(Targets),
+    /// One node's inbox: an answer to its ticket.
+    Node(NodeId),
 }
 
 #[derive(Debug, Default)]
@@ -67,11 +69,13 @@ pub(crate) struct Targets {
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) reach: Reach,
+    /// Set when the sender counts: Redis's answer (how many nodes) goes to its tally.
+    pub(crate) ticket: Option<u64>,
     pub(crate) message: Vec<u8>,
 }
 
 /// The sending side of the queue.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Publisher {
     queue: mpsc::UnboundedSender<Outgoing>,
     queued: Arc<AtomicUsize>,
@@ -158,20 +162,39 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
         let count = batch.len();
         let Some(c) = connection.as_mut() else {
             link.health.dropped(count, "Redis is unreachable");
-            batch.clear();
+            for ticket in batch.drain(..).filter_map(|o| o.ticket) {
+                link.tallies.failed(ticket);
+            }
             continue;
         };
         let pipe = pipeline(&batch, &script, &broadcast, &origin, &link);
-        let sent = tokio::time::timeout(link.timings.command_timeout, pipe.exec_async(c)).await;
-        batch.clear();
-        if let Ok(Ok(())) = sent {
-            continue;
-        }
-        // Some of the batch may have gone out: sending it again could deliver twice.
+        let sent = tokio::time::timeout(
+            link.timings.command_timeout,
+            pipe.query_async::<Vec<usize>>(c),
+        )
+        .await;
         let why = match sent {
+            Ok(Ok(reached)) => {
+                // A broadcast reaches every subscriber, this node's too, which ignores it.
+                let own = usize::from(link.health.is_subscribed());
+                for (outgoing, reached) in batch.drain(..).zip(reached) {
+                    if let Some(ticket) = outgoing.ticket {
+                        let others = match outgoing.reach {
+                            Reach::Everywhere => reached.saturating_sub(own),
+                            _ => reached,
+                        };
+                        link.tallies.sent(ticket, others);
+                    }
+                }
+                continue;
+            }
             Ok(Err(e)) => e.to_string(),
-            _ => "timed out".to_owned(),
+            Err(_) => "timed out".to_owned(),
         };
+        // Some of the batch may have gone out: sending it again could deliver twice.
+        for ticket in batch.drain(..).filter_map(|o| o.ticket) {
+            link.tallies.failed(ticket);
+        }
         link.health.set_writing(false);
         tracing::warn!(error = %why, "publishing to Redis failed");
         link.health.dropped(count, "publishing to Redis failed");
@@ -192,10 +215,12 @@ fn pipeline(
     for outgoing in batch {
         match &outgoing.reach {
             Reach::Everywhere => {
+                pipe.cmd("PUBLISH").arg(broadcast).arg(&outgoing.message);
+            }
+            Reach::Node(node) => {
                 pipe.cmd("PUBLISH")
-                    .arg(broadcast)
-                    .arg(&outgoing.message)
-                    .ignore();
+                    .arg(link.names.inbox(*node))
+                    .arg(&outgoing.message);
             }
             Reach::Nodes(targets) => {
                 let mut invocation = script.prepare_invoke();
@@ -210,7 +235,7 @@ fn pipeline(
                 for node in &targets.nodes {
                     invocation.arg(node.to_string());
                 }
-                pipe.invoke_script(&invocation).ignore();
+                pipe.invoke_script(&invocation);
             }
         }
     }

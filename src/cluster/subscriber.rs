@@ -12,13 +12,19 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::Instant;
 
 use super::interest::Interest;
-use super::wire;
+use super::publisher::{Outgoing, Publisher, Reach};
+use super::wire::{self, Message};
 use super::{Backoff, Link};
 use crate::node::Node;
 use crate::pace::Pace;
 
 /// Subscribes, and keeps subscribed, until the node is dropped.
-pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, link: Link) {
+pub(crate) async fn run(
+    node: Weak<Node>,
+    interest: Arc<Interest>,
+    publisher: Publisher,
+    link: Link,
+) {
     let channels = [link.names.inbox(link.id), link.names.broadcast()];
     let mut backoff = Backoff::new(link.timings);
     // Since when envelopes from other nodes may have been missed; not before the first subscribe.
@@ -43,7 +49,7 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, link: Link) {
                 }
                 // Redis may have lost this node's membership (a restart, a flush): write it all.
                 interest.resync();
-                let ended = pump(&node, sink, stream, &link).await;
+                let ended = pump(&node, sink, stream, &publisher, &link).await;
                 link.health.set_subscribed(false);
                 let Some(why) = ended else {
                     return;
@@ -80,6 +86,7 @@ async fn pump(
     node: &Weak<Node>,
     mut sink: PubSubSink,
     mut stream: PubSubStream,
+    publisher: &Publisher,
     link: &Link,
 ) -> Option<&'static str> {
     let mut pace = Pace::default();
@@ -92,7 +99,7 @@ async fn pump(
                     return Some("the connection closed");
                 };
                 let node = node.upgrade()?;
-                receive(&node, message.get_payload_bytes(), link);
+                receive(&node, message.get_payload_bytes(), publisher, link);
                 drop(node);
                 pace.tick().await;
             }
@@ -111,18 +118,37 @@ async fn pump(
     }
 }
 
-fn receive(node: &Node, payload: &[u8], link: &Link) {
-    let message = match wire::decode(payload.to_vec(), node.budget()) {
-        Ok(message) => message,
+fn receive(node: &Node, payload: &[u8], publisher: &Publisher, link: &Link) {
+    let incoming = match wire::decode(payload.to_vec(), node.budget()) {
+        Ok(Message::Envelope(incoming)) => incoming,
+        Ok(Message::Count {
+            origin,
+            ticket,
+            count,
+        }) => {
+            tracing::trace!(node = %origin, ticket, count, "a node's count");
+            link.tallies.reported(ticket, count);
+            return;
+        }
         Err(wire::Malformed(why)) => {
             tracing::warn!(why, "a message from the cluster could not be read; dropped");
             return;
         }
     };
     // Its own broadcasts come back to the sender, which delivered them already.
-    if message.origin == link.id {
+    if incoming.origin == link.id {
         return;
     }
-    let frame = message.frame;
-    node.deliver(&message.recipients, || frame);
+    let frame = incoming.frame;
+    let routed = node.deliver(&incoming.recipients, || frame);
+    if let Some(ticket) = incoming.ticket {
+        let answer = Outgoing {
+            reach: Reach::Node(incoming.origin),
+            ticket: None,
+            message: wire::encode_count(link.id, ticket, routed.delivered),
+        };
+        if !publisher.offer(answer) {
+            link.health.dropped(1, "the queue to Redis is full");
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! What the nodes of a cluster say to each other through Redis: the names of their channels and
 //! keys, and the one message they exchange, an envelope as already framed with its recipients.
 //!
-//! A message is `origin` (the sending node's id, 8 hex digits), `\n`, the recipients as a JSON
-//! array of `[type, value]` pairs, `\n`, and the WebSocket frame exactly as the sender's own
+//! An envelope is `origin` (the sending node's id, 8 hex digits) and, when the sender wants to
+//! know how many connections got it, ` ticket` (a number); `\n`; the recipients as a JSON array
+//! of `[type, value]` pairs; `\n`; and the WebSocket frame exactly as the sender's own
 //! connections were sent it. The receiving node routes the frame over its own registry with the
 //! same recipients, so a connection gets the same bytes whichever node it is on, and no node
-//! serialises the envelope again.
+//! serialises the envelope again. Its answer to a ticket is `origin ticket count`, with no
+//! newline, on the sender's inbox.
 
 use std::fmt;
 use std::sync::Arc;
@@ -71,14 +73,22 @@ impl Names {
     }
 }
 
-/// Encodes a message from `origin`.
-pub(crate) fn encode(origin: NodeId, recipients: &[Recipient], frame: &Frame) -> Vec<u8> {
+/// Encodes an envelope from `origin`; with a ticket, receivers report their count.
+pub(crate) fn encode(
+    origin: NodeId,
+    ticket: Option<u64>,
+    recipients: &[Recipient],
+    frame: &Frame,
+) -> Vec<u8> {
     let pairs: Vec<(&str, &str)> = recipients
         .iter()
         .map(|r| (r.kind.as_str(), r.value.as_str()))
         .collect();
     let mut message = Vec::with_capacity(16 + frame.len() + 32 * pairs.len());
     message.extend_from_slice(origin.to_string().as_bytes());
+    if let Some(ticket) = ticket {
+        message.extend_from_slice(format!(" {ticket}").as_bytes());
+    }
     message.push(b'\n');
     // Serialising strings into a Vec cannot fail; JSON text never holds a raw newline.
     let _ = serde_json::to_writer(&mut message, &pairs);
@@ -87,10 +97,28 @@ pub(crate) fn encode(origin: NodeId, recipients: &[Recipient], frame: &Frame) ->
     message
 }
 
+/// Encodes `origin`'s answer to `ticket`: it queued the envelope to `count` connections.
+pub(crate) fn encode_count(origin: NodeId, ticket: u64, count: usize) -> Vec<u8> {
+    format!("{origin} {ticket} {count}").into_bytes()
+}
+
 /// A message from another node, decoded.
 #[derive(Debug)]
-pub(crate) struct Message {
+pub(crate) enum Message {
+    Envelope(Incoming),
+    /// A node's answer to a ticket of ours.
+    Count {
+        origin: NodeId,
+        ticket: u64,
+        count: usize,
+    },
+}
+
+/// An envelope from another node.
+#[derive(Debug)]
+pub(crate) struct Incoming {
     pub(crate) origin: NodeId,
+    pub(crate) ticket: Option<u64>,
     pub(crate) recipients: Vec<Recipient>,
     pub(crate) frame: Frame,
 }
@@ -102,13 +130,20 @@ pub(crate) struct Malformed(pub(crate) &'static str);
 
 /// Decodes a message, keeping its bytes: the frame is the tail of `message`, charged to `budget`.
 pub(crate) fn decode(message: Vec<u8>, budget: &Arc<Budget>) -> Result<Message, Malformed> {
-    let origin_end = position(&message, 0).ok_or(Malformed("no origin"))?;
-    let origin = std::str::from_utf8(&message[..origin_end])
-        .ok()
-        .filter(|s| s.len() == 8)
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .map(NodeId)
-        .ok_or(Malformed("the origin is not a node id"))?;
+    let Some(origin_end) = position(&message, 0) else {
+        return decode_count(&message);
+    };
+    let head = std::str::from_utf8(&message[..origin_end]).map_err(|_| Malformed("no origin"))?;
+    let (origin, ticket) = match head.split_once(' ') {
+        Some((origin, ticket)) => {
+            let ticket = ticket
+                .parse()
+                .map_err(|_| Malformed("the ticket is not a number"))?;
+            (origin, Some(ticket))
+        }
+        None => (head, None),
+    };
+    let origin = node_id(origin)?;
     let recipients_end = position(&message, origin_end + 1).ok_or(Malformed("no recipients"))?;
     // Owned: a value with an escape in it cannot be borrowed from the message.
     let pairs: Vec<(String, String)> =
@@ -124,11 +159,39 @@ pub(crate) fn decode(message: Vec<u8>, budget: &Arc<Budget>) -> Result<Message, 
     let charge = Charge::new(budget, message.capacity());
     let frame = Frame::received(message, recipients_end + 1, charge)
         .ok_or(Malformed("not one whole text frame"))?;
-    Ok(Message {
+    Ok(Message::Envelope(Incoming {
         origin,
+        ticket,
         recipients,
         frame,
+    }))
+}
+
+fn decode_count(message: &[u8]) -> Result<Message, Malformed> {
+    let text = std::str::from_utf8(message).map_err(|_| Malformed("not an envelope or a count"))?;
+    let mut parts = text.split(' ');
+    let (Some(origin), Some(ticket), Some(count), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Malformed("not an envelope or a count"));
+    };
+    Ok(Message::Count {
+        origin: node_id(origin)?,
+        ticket: ticket
+            .parse()
+            .map_err(|_| Malformed("the ticket is not a number"))?,
+        count: count
+            .parse()
+            .map_err(|_| Malformed("the count is not a number"))?,
     })
+}
+
+fn node_id(text: &str) -> Result<NodeId, Malformed> {
+    Some(text)
+        .filter(|s| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .map(NodeId)
+        .ok_or(Malformed("the origin is not a node id"))
 }
 
 fn position(message: &[u8], from: usize) -> Option<usize> {
@@ -149,23 +212,46 @@ mod tests {
             .to(Recipient::group("g\n1"))
             .to(Recipient::all_but_user("ann"));
         let frame = envelope.to_frame(&budget);
-        let bytes = encode(NodeId(0xa1b2_c3d4), &envelope.recipients, &frame);
-        assert!(bytes.starts_with(b"a1b2c3d4\n"));
-        let message = decode(bytes, &budget).unwrap();
-        assert_eq!(message.origin, NodeId(0xa1b2_c3d4));
-        assert_eq!(message.recipients, envelope.recipients);
-        assert_eq!(message.frame.bytes(), frame.bytes());
+        for ticket in [None, Some(42)] {
+            let bytes = encode(NodeId(0xa1b2_c3d4), ticket, &envelope.recipients, &frame);
+            assert!(bytes.starts_with(b"a1b2c3d4"));
+            let Ok(Message::Envelope(message)) = decode(bytes, &budget) else {
+                panic!("an envelope")
+            };
+            assert_eq!(message.origin, NodeId(0xa1b2_c3d4));
+            assert_eq!(message.ticket, ticket);
+            assert_eq!(message.recipients, envelope.recipients);
+            assert_eq!(message.frame.bytes(), frame.bytes());
+        }
+    }
+
+    #[test]
+    fn a_count_round_trips() {
+        let bytes = encode_count(NodeId(9), 7, 1234);
+        let Ok(Message::Count {
+            origin,
+            ticket,
+            count,
+        }) = decode(bytes, &Budget::unlimited())
+        else {
+            panic!("a count")
+        };
+        assert_eq!((origin, ticket, count), (NodeId(9), 7, 1234));
     }
 
     #[test]
     fn garbage_is_refused_not_delivered() {
         let budget = Budget::unlimited();
         let frame = Envelope::new("x").to_frame(&budget);
-        let mut cut = encode(NodeId(1), &[], &frame);
+        let mut cut = encode(NodeId(1), None, &[], &frame);
         cut.pop();
         for bad in [
             b"".to_vec(),
             b"zz\n[]\n".to_vec(),
+            b"+0000001\n[]\n".to_vec(),
+            b"00000001 x\n[]\n".to_vec(),
+            b"00000001 1".to_vec(),
+            b"00000001 1 2 3".to_vec(),
             b"00000001\n[[\"bogus\",\"\"]]\n".to_vec(),
             b"00000001\n{}\n".to_vec(),
             b"00000001\n[]\n\x81\x05ab".to_vec(),
