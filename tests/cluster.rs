@@ -280,3 +280,57 @@ async fn redis_away_answers_503_then_a_restarted_empty_redis_gets_every_node_bac
     on_b.recv_action("back").await;
     on_a.recv_action("back").await;
 }
+
+#[tokio::test]
+async fn a_killed_node_leaves_every_set_within_the_bound_and_publishes_stop_waiting_on_it() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis).await;
+    let mut b = Node::start(&redis).await;
+    let mut on_a = a.connect("?userId=ann&groupId=team").await;
+    let on_b = b.connect("?userId=bob&groupId=team").await;
+    let dead = node_of(&on_b.id).to_owned();
+    redis.until_member("wshub:g:team", &dead).await;
+    redis.until_member("wshub:u:bob", &dead).await;
+
+    b.kill().await;
+    let killed = tokio::time::Instant::now();
+    // Within 10 s, whatever happens (`within`); typically one `dead_after` (2 s) and a beat.
+    redis.until_not_member("wshub:g:team", &dead).await;
+    redis.until_not_member("wshub:u:bob", &dead).await;
+    let ghost = killed.elapsed();
+    assert!(
+        redis
+            .try_command(&["ZSCORE", "wshub:nodes", &dead])
+            .await
+            .as_deref()
+            == Some("$-1"),
+        "the dead node left the set of nodes"
+    );
+    assert!(
+        redis
+            .try_command(&["EXISTS", &format!("wshub:ns:{dead}")])
+            .await
+            .as_deref()
+            == Some(":0"),
+        "and its index of keys"
+    );
+    // The live node's entries stay.
+    redis.until_member("wshub:g:team", node_of(&on_a.id)).await;
+    eprintln!("ghost membership lasted {ghost:?}");
+
+    // A publish to the group now goes to no other node, and counts exactly.
+    let probe = envelope(
+        "probe",
+        json!("x"),
+        json!([{"type": "group", "value": "team"}]),
+    );
+    let answer = a
+        .post("/api/publish", Some(TOKEN), &probe.to_string())
+        .await
+        .json();
+    assert_eq!(
+        answer,
+        json!({"delivered": 1, "nodes": 0, "answered": 0, "partial": false})
+    );
+    on_a.recv_action("probe").await;
+}

@@ -120,6 +120,8 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
 /// `SADD` this node to the set of each group and user it has, `SREM` it from the others.
 fn pipeline(node: &Node, pending: &Pending, link: &Link) -> redis::Pipeline {
     let id = link.id.to_string();
+    // The keys this node is in, so that a node that finds it dead can take it out of them.
+    let own = link.names.scopes_of(link.id);
     let key = |group: bool, name: &str| {
         if group {
             link.names.group(name)
@@ -132,7 +134,9 @@ fn pipeline(node: &Node, pending: &Pending, link: &Link) -> redis::Pipeline {
         let (groups, users) = node.scopes();
         let groups = groups.iter().map(|g| (true, g.as_str()));
         for (group, name) in groups.chain(users.iter().map(|u| (false, u.as_str()))) {
-            pipe.cmd("SADD").arg(key(group, name)).arg(&id).ignore();
+            let key = key(group, name);
+            pipe.cmd("SADD").arg(&key).arg(&id).ignore();
+            pipe.cmd("SADD").arg(&own).arg(&key).ignore();
         }
     }
     for (group, name) in &pending.scopes {
@@ -142,7 +146,9 @@ fn pipeline(node: &Node, pending: &Pending, link: &Link) -> redis::Pipeline {
             Scope::User(name)
         };
         let command = if node.has(scope) { "SADD" } else { "SREM" };
-        pipe.cmd(command).arg(key(*group, name)).arg(&id).ignore();
+        let key = key(*group, name);
+        pipe.cmd(command).arg(&key).arg(&id).ignore();
+        pipe.cmd(command).arg(&own).arg(&key).ignore();
     }
     pipe
 }

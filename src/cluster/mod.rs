@@ -15,12 +15,14 @@
 //! | `publisher.rs` | this node's envelopes to Redis, in order, in pipelined batches |
 //! | `subscriber.rs` | envelopes from the other nodes into this node's registry; gaps |
 //! | `interest.rs` | this node's groups and users in Redis, kept in step with the registry |
+//! | `heartbeat.rs` | which nodes are alive; removing the membership of those that died |
 //! | `tally.rs` | what the other nodes report of a publish that asks how many got it |
 //! | `health.rs` | whether Redis is reachable now, and what was missed or dropped |
 //!
 //! See docs/cluster.md for what a deployment looks like and what each failure does.
 
 mod health;
+mod heartbeat;
 mod interest;
 mod publisher;
 mod subscriber;
@@ -58,6 +60,7 @@ pub struct RedisCluster {
     client: redis::Client,
     prefix: String,
     timings: Timings,
+    pulse: heartbeat::Pulse,
 }
 
 /// How long Redis may take, and how often a node looks again when it is away.
@@ -93,6 +96,7 @@ impl RedisCluster {
             client,
             prefix: "wshub".to_owned(),
             timings: Timings::default(),
+            pulse: heartbeat::Pulse::default(),
         })
     }
 
@@ -115,12 +119,28 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// How often the node tells the others it is alive (default every 500 ms), and after how long
+    /// without that a node is taken for dead (default 2 s): its connections then leave every
+    /// group and user set of the cluster. `dead_after` is at least twice `every`, or a busy node
+    /// could be taken for dead.
+    #[must_use]
+    pub fn heartbeat(mut self, every: Duration, dead_after: Duration) -> Self {
+        self.pulse = heartbeat::Pulse {
+            every,
+            dead_after: dead_after.max(every * 2),
+        };
+        self
+    }
+}
+
 impl fmt::Debug for RedisCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not the URL: it may hold a password.
         f.debug_struct("RedisCluster")
             .field("prefix", &self.prefix)
             .field("timings", &self.timings)
+            .field("pulse", &self.pulse)
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +200,12 @@ impl Cluster {
             Arc::downgrade(&node),
             Arc::clone(&interest),
             publisher.clone(),
+            link.clone(),
+        ));
+        runtime.spawn(heartbeat::run(
+            Arc::downgrade(&node),
+            Arc::clone(&interest),
+            settings.pulse,
             link.clone(),
         ));
         runtime.spawn(interest::run(interest, Arc::downgrade(&node), link));

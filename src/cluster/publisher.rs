@@ -18,7 +18,8 @@ const MAX_QUEUED: usize = 64 << 20;
 const BATCH: usize = 256;
 
 /// Picks the nodes with a member of any named group or user, plus the nodes named directly, and
-/// publishes the message to each one's inbox but the sender's. Returns how many it published to.
+/// publishes the message to each one's inbox but the sender's. Returns how many nodes received
+/// it (a node that is gone, not yet reaped, has no subscriber and does not count).
 ///
 /// ARGV: prefix, origin node, message, number of groups, the groups, number of users, the users,
 /// then node ids.
@@ -41,8 +42,7 @@ end
 nodes[origin] = nil
 local sent = 0
 for node in pairs(nodes) do
-  redis.call('PUBLISH', prefix .. ':n:' .. node, message)
-  sent = sent + 1
+  sent = sent + redis.call('PUBLISH', prefix .. ':n:' .. node, message)
 end
 return sent
 ";

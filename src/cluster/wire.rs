@@ -62,6 +62,11 @@ impl Names {
         format!("{}:n:{node}", self.prefix)
     }
 
+    /// The keys of the group and user sets `node` is in.
+    pub(crate) fn scopes_of(&self, node: NodeId) -> String {
+        format!("{}:ns:{node}", self.prefix)
+    }
+
     /// The set of nodes with a connection in `group`.
     pub(crate) fn group(&self, group: &str) -> String {
         format!("{}:g:{group}", self.prefix)

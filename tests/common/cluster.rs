@@ -85,6 +85,17 @@ impl Redis {
     }
 }
 
+/// Waits until `node` is no longer in the set at `key`.
+impl Redis {
+    pub async fn until_not_member(&self, key: &str, node: &str) {
+        let what = format!("node {node} to leave {key}");
+        until_async(&what, || async {
+            self.try_command(&["SISMEMBER", key, node]).await.as_deref() == Some(":0")
+        })
+        .await;
+    }
+}
+
 /// One node: the `hyper_server` example in its own process, joined to `redis`.
 pub struct Node {
     child: Child,

@@ -1,0 +1,134 @@
+//! Which nodes are alive: every node beats (a sorted set of node → last beat, on Redis's clock),
+//! and a node that has been beating all along removes the nodes that stopped: their ids leave
+//! every group and user set, so no envelope is sent to a node that is gone and no answer waits on
+//! one. Writes grow with the number of nodes, not of connections.
+//!
+//! A node judges others only if its own previous beat is recent: one that comes back from a Redis
+//! outage (or a Redis restarted empty) reaps nobody on its first beat. If it finds that it was
+//! itself taken for dead, it writes its whole membership again.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::interest::Interest;
+use super::{Backoff, Link};
+use crate::node::Node;
+
+/// How many dead nodes one beat removes (a script blocks Redis while it runs).
+const REAP_AT_MOST: usize = 8;
+
+/// Beats, reaps dead nodes, and removes this node's entry in the set of nodes.
+///
+/// ARGV: prefix, this node, how long (ms) since its last beat a node is dead, how many to reap.
+/// Returns `{this node was known and alive before this beat (1 or 0), reaped ids...}`.
+const BEAT: &str = r"
+local prefix, node = ARGV[1], ARGV[2]
+local dead_after, most = tonumber(ARGV[3]), tonumber(ARGV[4])
+local nodes = prefix .. ':nodes'
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local last = redis.call('ZSCORE', nodes, node)
+local alive = last and (now - tonumber(last)) <= dead_after
+redis.call('ZADD', nodes, now, node)
+local result = {alive and 1 or 0}
+if alive then
+  local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_after - 1, 'LIMIT', 0, most)
+  for _, gone in ipairs(dead) do
+    local scopes = prefix .. ':ns:' .. gone
+    for _, key in ipairs(redis.call('SMEMBERS', scopes)) do
+      redis.call('SREM', key, gone)
+    end
+    redis.call('DEL', scopes)
+    redis.call('ZREM', nodes, gone)
+    table.insert(result, gone)
+  end
+end
+return result
+";
+
+/// How often a node beats, and after how long without a beat it is dead.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pulse {
+    pub(crate) every: Duration,
+    pub(crate) dead_after: Duration,
+}
+
+impl Default for Pulse {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_millis(500),
+            dead_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Beats until the node is dropped.
+pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse, link: Link) {
+    let script = redis::Script::new(BEAT);
+    let mut connection = None;
+    let mut backoff = Backoff::new(link.timings);
+    let mut ticks = tokio::time::interval(pulse.every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the last beat found this node alive; a node is new before its first.
+    let mut was_alive = true;
+    loop {
+        ticks.tick().await;
+        if node.strong_count() == 0 {
+            return;
+        }
+        if connection.is_none() {
+            match link.connect().await {
+                Ok(c) => {
+                    connection = Some(c);
+                    backoff.reset();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot reach Redis to beat");
+                    backoff.wait().await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = connection.as_mut() else {
+            continue;
+        };
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(link.names.prefix())
+            .arg(link.id.to_string())
+            .arg(pulse.dead_after.as_millis() as u64)
+            .arg(REAP_AT_MOST);
+        let beat = tokio::time::timeout(
+            link.timings.command_timeout,
+            invocation.invoke_async::<Vec<redis::Value>>(c),
+        )
+        .await;
+        let result = match beat {
+            Ok(Ok(result)) => result,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::debug!(error = %why, "a heartbeat failed");
+                connection = None;
+                continue;
+            }
+        };
+        let alive = matches!(result.first(), Some(redis::Value::Int(1)));
+        if !alive && was_alive {
+            // New, or back after being taken for dead: the others may have removed this
+            // node's membership.
+            interest.resync();
+        }
+        was_alive = alive;
+        let reaped: Vec<String> = result
+            .iter()
+            .skip(1)
+            .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .collect();
+        if !reaped.is_empty() {
+            tracing::warn!(nodes = ?reaped, "removed nodes that stopped beating, and their membership");
+        }
+    }
+}
