@@ -19,6 +19,8 @@
 //! | `/` | a short text page saying what is where |
 //! | `/ws` | the WebSocket (`?groupId=G&userId=U`); `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | `POST` an envelope with `Authorization: Bearer <token>` (see `backend_publish.sh`) |
+//! | `/api/disconnect` | `POST {"user": U, "code": C}` or `{"connection": ID, "code": C}`, same token: closes the user's (or the connection's) sockets on every node, as a logout would; answers `{"closed": N}` |
+//! | `/api/join`, `/api/leave` | `POST {"connection": ID, "group": G}`, same token: moves a connection, on whichever node it is; answers `{"done": true}` or `false` |
 //!
 //! On Ctrl-C or SIGTERM it closes every socket with 1001, stops accepting, lets the HTTP
 //! connections finish what they are doing (10 s at most), and exits 0.
@@ -29,7 +31,7 @@ use std::io::{self, IsTerminal};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
@@ -67,12 +69,16 @@ async fn main() -> io::Result<()> {
     };
 
     let hub = builder_from_env().build();
-    let publish = hub.publish_service().bearer_token(token.as_str());
+    let api = Api {
+        publish: hub.publish_service().bearer_token(token.as_str()),
+        hub: hub.clone(),
+        token: token.as_str().into(),
+    };
     // The application: any tower service. Behind the layer it receives `RequestBody<Incoming>`:
     // the server's own bodies, and the bodies of forwarded socket messages.
     let app = tower::service_fn(move |request: Request<RequestBody<Incoming>>| {
-        let publish = publish.clone();
-        async move { Ok::<_, Infallible>(route(request, publish).await) }
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(route(request, api).await) }
     });
     // The hub answers upgrades on /ws and serves /ws/wshub.js; everything else reaches `app`.
     let service = hub.layer("/ws").layer(app);
@@ -132,26 +138,131 @@ fn clustered(_: wshub::HubBuilder, _: &str) -> wshub::HubBuilder {
     std::process::exit(2);
 }
 
-/// The application's own routes.
-async fn route(
-    request: Request<RequestBody<Incoming>>,
+/// What the routes need.
+#[derive(Clone)]
+struct Api {
     publish: PublishService,
-) -> Response<Full<Bytes>> {
+    hub: Hub,
+    token: std::sync::Arc<str>,
+}
+
+/// The application's own routes.
+async fn route(request: Request<RequestBody<Incoming>>, api: Api) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(Full::new(Bytes::from_static(PAGE.as_bytes())))
             .unwrap_or_default(),
-        (_, "/api/publish") => match publish.oneshot(request).await {
+        (_, "/api/publish") => match api.publish.oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         },
+        (&Method::POST, path @ ("/api/disconnect" | "/api/join" | "/api/leave")) => {
+            let path = path.to_owned();
+            manage(request, &path, &api).await
+        }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(Full::new(Bytes::from_static(b"not found\n")))
             .unwrap_or_default(),
     }
+}
+
+/// `/api/disconnect`, `/api/join` and `/api/leave`: the hub's operations on connections, which
+/// work on whichever node the connections are.
+async fn manage(
+    request: Request<RequestBody<Incoming>>,
+    path: &str,
+    api: &Api,
+) -> Response<Full<Bytes>> {
+    let authorized = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
+        .is_some_and(|presented| presented.as_bytes() == api.token.as_bytes());
+    if !authorized {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"a bearer token is required"}"#.into(),
+        );
+    }
+    let Ok(body) = http_body_util::Limited::new(request.into_body(), 4096)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+    else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"unreadable body"}"#.into(),
+        );
+    };
+    let Ok(Manage {
+        user,
+        connection,
+        group,
+        code,
+    }) = serde_json::from_slice::<Manage>(&body)
+    else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"not the expected JSON"}"#.into(),
+        );
+    };
+    let hub = &api.hub;
+    let answer = match (path, user, connection, group) {
+        ("/api/disconnect", Some(user), None, None) => hub
+            .disconnect_user(&user, code.unwrap_or(1000))
+            .await
+            .map(|closed| serde_json::json!({ "closed": closed })),
+        ("/api/disconnect", None, Some(connection), None) => hub
+            .disconnect(connection, code.unwrap_or(1000))
+            .await
+            .map(|closed| serde_json::json!({ "closed": usize::from(closed) })),
+        ("/api/join", None, Some(connection), Some(group)) => hub
+            .join(connection, &group)
+            .await
+            .map(|done| serde_json::json!({ "done": done })),
+        ("/api/leave", None, Some(connection), Some(group)) => hub
+            .leave(connection, &group)
+            .await
+            .map(|done| serde_json::json!({ "done": done })),
+        _ => {
+            let error = r#"{"error":"give user or connection (disconnect), connection and group (join, leave)"}"#;
+            return json(StatusCode::BAD_REQUEST, error.into());
+        }
+    };
+    match answer {
+        Ok(answer) => json(StatusCode::OK, answer.to_string()),
+        Err(e) => {
+            let status = if e.is_unavailable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            json(
+                status,
+                serde_json::json!({ "error": e.detail() }).to_string(),
+            )
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manage {
+    user: Option<String>,
+    connection: Option<wshub::ConnectionId>,
+    group: Option<String>,
+    code: Option<u16>,
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
 }
 
 /// 16 random bytes as 32 hex digits.

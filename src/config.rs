@@ -343,7 +343,7 @@ impl HubBuilder {
     /// (docs/cluster.md). Build the hub inside the Tokio runtime it will run on.
     ///
     /// ```no_run
-    /// # #[tokio::main] async fn main() -> Result<(), wshub::ClusterError> {
+    /// # #[tokio::main] async fn main() -> Result<(), wshub::HubError> {
     /// let hub = wshub::Hub::builder()
     ///     .cluster(wshub::RedisCluster::new("redis://127.0.0.1:6379")?)
     ///     .build();

@@ -38,3 +38,50 @@ impl fmt::Display for EnvelopeError {
 }
 
 impl std::error::Error for EnvelopeError {}
+
+/// Why a hub operation failed: a cluster setting that cannot work (a Redis URL that does not
+/// parse), a cluster operation that could not complete (Redis unreachable, a node that did not
+/// answer in time: it may or may not have taken place there), or an argument the protocol does
+/// not allow (a close code an application may not send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubError {
+    detail: String,
+    unavailable: bool,
+}
+
+impl HubError {
+    /// A setting or an argument that will never work.
+    pub(crate) fn new(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            unavailable: false,
+        }
+    }
+
+    /// The cluster could not complete an operation now.
+    pub(crate) fn unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            unavailable: true,
+        }
+    }
+
+    /// Whether the cluster could not complete it now (Redis unreachable, a node that did not
+    /// answer): worth trying again later, unlike a bad setting or argument.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+
+    /// What went wrong, in one sentence.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for HubError {}

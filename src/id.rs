@@ -68,6 +68,20 @@ impl fmt::Display for ParseConnectionIdError {
 
 impl std::error::Error for ParseConnectionIdError {}
 
+/// As its 32 hex digits.
+impl serde::Serialize for ConnectionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConnectionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for ConnectionId {
     type Err = ParseConnectionIdError;
 

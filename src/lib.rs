@@ -74,10 +74,10 @@ mod server;
 mod websocket;
 
 #[cfg(feature = "cluster")]
-pub use cluster::{ClusterError, RedisCluster};
+pub use cluster::RedisCluster;
 pub use config::HubBuilder;
 pub use envelope::{Envelope, Recipient, RecipientKind};
-pub use error::EnvelopeError;
+pub use error::{EnvelopeError, HubError};
 #[cfg(feature = "axum")]
 pub use extract::Forwarded;
 pub use forward::{ForwardUrlError, Forwarding, RequestBody};

@@ -60,6 +60,29 @@ impl Outbox {
     }
 }
 
+/// Something done to this node's connections, by this node or at another node's request (so it
+/// crosses the network as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Operation {
+    Join {
+        connection: ConnectionId,
+        group: String,
+    },
+    Leave {
+        connection: ConnectionId,
+        group: String,
+    },
+    Disconnect {
+        connection: ConnectionId,
+        code: u16,
+    },
+    DisconnectUser {
+        user: String,
+        code: u16,
+    },
+}
+
 /// Where a delivered frame went.
 #[derive(Debug, Default)]
 pub(crate) struct Routed {
@@ -266,6 +289,39 @@ impl Node {
         let groups = registry.group_names().map(str::to_owned).collect();
         let users = registry.user_names().map(str::to_owned).collect();
         (groups, users)
+    }
+
+    /// Carries out `operation` on this node's connections. Returns 1 or 0 for whether a join,
+    /// leave or disconnect took place, and how many connections were closed for a user.
+    pub(crate) fn carry_out(&self, operation: &Operation) -> usize {
+        let done = match operation {
+            Operation::Join { connection, group } => self.join(*connection, group),
+            Operation::Leave { connection, group } => self.leave(*connection, group),
+            Operation::Disconnect { connection, code } => self.disconnect(*connection, *code),
+            Operation::DisconnectUser { user, code } => return self.disconnect_user(user, *code),
+        };
+        usize::from(done)
+    }
+
+    /// Asks a connection here to close with `code`; false when it is not here.
+    pub(crate) fn disconnect(&self, connection: ConnectionId, code: u16) -> bool {
+        let registry = self.read();
+        let Some(member) = registry.get(connection) else {
+            return false;
+        };
+        member.outbox.close(code);
+        true
+    }
+
+    /// Asks every connection of `user` here to close with `code`; returns how many.
+    pub(crate) fn disconnect_user(&self, user: &str, code: u16) -> usize {
+        if user.is_empty() {
+            return 0;
+        }
+        let registry = self.read();
+        let slots = registry.user(user).into_iter().flatten();
+        let members = slots.filter_map(|&slot| registry.at(slot));
+        members.map(|member| member.outbox.close(code)).count()
     }
 
     pub(crate) fn connection_count(&self) -> usize {

@@ -11,6 +11,7 @@ mod common;
 use common::cluster::{node_of, Node, Redis};
 use common::{envelope, within, Client, Remote, TOKEN};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Three nodes and five clients spread over them, as routing.rs's five on one node:
 /// 0 ann@g1 on node 0; 1 ann@g2 and 2 bob@g1 on node 1; 3 bob (no group) and 4 anonymous on
@@ -333,4 +334,71 @@ async fn a_killed_node_leaves_every_set_within_the_bound_and_publishes_stop_wait
         json!({"delivered": 1, "nodes": 0, "answered": 0, "partial": false})
     );
     on_a.recv_action("probe").await;
+}
+
+#[tokio::test]
+async fn a_logout_on_any_node_closes_the_users_sockets_on_every_node() {
+    let (_redis, nodes, mut c) = spread().await;
+    // ann has a tab on node 0 (client 0) and one on node 1 (client 1); asked on node 2.
+    let logout = json!({"user": "ann", "code": 4001}).to_string();
+    let answer = nodes[2].post("/api/disconnect", Some(TOKEN), &logout).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json(), json!({"closed": 2}));
+    for i in [0, 1] {
+        assert_eq!(
+            c[i].expect_close().await,
+            Some(CloseCode::from(4001)),
+            "ann's tab {i}"
+        );
+    }
+    // Nobody else was touched, and ann gets nothing more.
+    let (got, _) = who_receives(&nodes[2], &mut c[2..], json!([{"type": "all"}])).await;
+    assert_eq!(got, [0, 1, 2], "bob's two sockets and the anonymous one");
+    let answer = nodes[0]
+        .post("/api/disconnect", Some(TOKEN), &logout)
+        .await
+        .json();
+    assert_eq!(answer, json!({"closed": 0}), "ann is gone everywhere");
+
+    // One connection, on another node than the one asked.
+    let one = json!({"connection": c[3].id, "code": 1000}).to_string();
+    let answer = nodes[0]
+        .post("/api/disconnect", Some(TOKEN), &one)
+        .await
+        .json();
+    assert_eq!(answer, json!({"closed": 1}));
+    assert_eq!(c[3].expect_close().await, Some(CloseCode::Normal));
+}
+
+#[tokio::test]
+async fn join_and_leave_move_a_connection_on_another_node() {
+    let (redis, nodes, mut c) = spread().await;
+    // Client 4 (anonymous, node 2) joins g1, asked on node 0.
+    let join = json!({"connection": c[4].id, "group": "g1"}).to_string();
+    let answer = nodes[0].post("/api/join", Some(TOKEN), &join).await.json();
+    assert_eq!(answer, json!({"done": true}));
+    let answer = nodes[1].post("/api/join", Some(TOKEN), &join).await.json();
+    assert_eq!(answer, json!({"done": false}), "already in it");
+    redis.until_member("wshub:g:g1", node_of(&c[4].id)).await;
+    let (got, _) = who_receives(&nodes[0], &mut c, json!([{"type": "group", "value": "g1"}])).await;
+    assert_eq!(got, [0, 2, 4]);
+    // It left the default group by joining one.
+    let (got, _) = who_receives(&nodes[1], &mut c, json!([])).await;
+    assert_eq!(got, [3]);
+
+    let leave = join.clone();
+    let answer = nodes[1]
+        .post("/api/leave", Some(TOKEN), &leave)
+        .await
+        .json();
+    assert_eq!(answer, json!({"done": true}));
+    let (got, _) = who_receives(&nodes[0], &mut c, json!([{"type": "group", "value": "g1"}])).await;
+    assert_eq!(got, [0, 2]);
+    // A connection id that no node has.
+    let stranger = json!({"connection": "0000000100000000000000000000000a", "group": "g1"});
+    let answer = nodes[0]
+        .post("/api/join", Some(TOKEN), &stranger.to_string())
+        .await
+        .json();
+    assert_eq!(answer, json!({"done": false}));
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use common::{until, within, Client, TestServer};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wshub::{ConnectionId, Envelope, Hub, Recipient};
 
 /// The id the hub announced to `client`, parsed.
@@ -134,14 +135,20 @@ async fn join_at_run_time_adds_to_group() {
     assert_eq!(who_receives(hub, &mut c, &to_g1).await, [1]);
     assert_eq!(who_receives(hub, &mut c, &to_default).await, [0]);
 
-    assert!(hub.join(a, "g1"), "joining a new group");
+    assert!(
+        hub.join(a, "g1").await.expect("a single node answers"),
+        "joining a new group"
+    );
     assert_eq!(who_receives(hub, &mut c, &to_g1).await, [0, 1]);
     assert_eq!(
         who_receives(hub, &mut c, &to_default).await,
         Vec::<usize>::new(),
         "a connection in a group is no longer in the default group"
     );
-    assert!(!hub.join(a, "g1"), "joining twice returns false");
+    assert!(
+        !hub.join(a, "g1").await.expect("a single node answers"),
+        "joining twice returns false"
+    );
     assert_eq!(hub.groups_of(a), Some(vec!["g1".to_owned()]));
     assert_eq!(
         who_receives(hub, &mut c, &to_g1).await,
@@ -149,7 +156,7 @@ async fn join_at_run_time_adds_to_group() {
         "joining twice still delivers once"
     );
 
-    assert!(hub.join(a, "g2"));
+    assert!(hub.join(a, "g2").await.expect("a single node answers"));
     assert_eq!(
         hub.groups_of(a).map(set),
         Some(set(["g1".to_owned(), "g2".to_owned()]))
@@ -168,15 +175,23 @@ async fn leave_at_run_time_removes_from_group() {
         server.connect("?groupId=g1").await,
     ];
     let a = id_of(&c[0]);
-    assert!(hub.join(a, "g2"));
+    assert!(hub.join(a, "g2").await.expect("a single node answers"));
     let to_g1 = Envelope::new("g1").to(Recipient::group("g1"));
     assert_eq!(who_receives(hub, &mut c, &to_g1).await, [0, 1]);
 
-    assert!(hub.leave(a, "g1"), "leaving a group it is in");
-    assert_eq!(who_receives(hub, &mut c, &to_g1).await, [1]);
-    assert!(!hub.leave(a, "g1"), "leaving twice returns false");
     assert!(
-        !hub.leave(a, "never-joined"),
+        hub.leave(a, "g1").await.expect("a single node answers"),
+        "leaving a group it is in"
+    );
+    assert_eq!(who_receives(hub, &mut c, &to_g1).await, [1]);
+    assert!(
+        !hub.leave(a, "g1").await.expect("a single node answers"),
+        "leaving twice returns false"
+    );
+    assert!(
+        !hub.leave(a, "never-joined")
+            .await
+            .expect("a single node answers"),
         "leaving a group it was never in"
     );
     assert_eq!(hub.groups_of(a), Some(vec!["g2".to_owned()]));
@@ -199,20 +214,20 @@ async fn leaving_every_group_returns_to_the_default_group() {
         server.connect("?groupId=g2").await,
     ];
     let a = id_of(&c[0]);
-    assert!(hub.join(a, "g3"));
+    assert!(hub.join(a, "g3").await.expect("a single node answers"));
     let to_default = Envelope::new("default");
     assert_eq!(
         who_receives(hub, &mut c, &to_default).await,
         Vec::<usize>::new()
     );
 
-    assert!(hub.leave(a, "g1"));
+    assert!(hub.leave(a, "g1").await.expect("a single node answers"));
     assert_eq!(
         who_receives(hub, &mut c, &to_default).await,
         Vec::<usize>::new(),
         "still in g3"
     );
-    assert!(hub.leave(a, "g3"));
+    assert!(hub.leave(a, "g3").await.expect("a single node answers"));
     assert_eq!(hub.groups_of(a), Some(Vec::new()));
     assert_eq!(
         who_receives(hub, &mut c, &to_default).await,
@@ -222,7 +237,7 @@ async fn leaving_every_group_returns_to_the_default_group() {
     assert_eq!(hub.group_count(), 1, "emptied groups are gone; g2 is left");
 
     // And joining again takes it out of the default group again.
-    assert!(hub.join(a, "g1"));
+    assert!(hub.join(a, "g1").await.expect("a single node answers"));
     assert_eq!(
         who_receives(hub, &mut c, &to_default).await,
         Vec::<usize>::new()
@@ -235,8 +250,16 @@ async fn join_and_leave_of_an_unknown_connection_return_false() {
     let mut client = server.connect("").await;
     let stranger: ConnectionId = "000102030405060708090a0b0c0d0e0f".parse().unwrap();
     assert_ne!(stranger, id_of(&client));
-    assert!(!server.hub.join(stranger, "g1"));
-    assert!(!server.hub.leave(stranger, "g1"));
+    assert!(!server
+        .hub
+        .join(stranger, "g1")
+        .await
+        .expect("a single node answers"));
+    assert!(!server
+        .hub
+        .leave(stranger, "g1")
+        .await
+        .expect("a single node answers"));
     assert_eq!(server.hub.groups_of(stranger), None);
     assert_eq!(server.hub.group_count(), 0, "joining nobody made no group");
     assert_eq!(
@@ -283,10 +306,13 @@ async fn counts_and_look_ups_follow_the_connections() {
     assert_eq!(hub.groups_of(ids[3]), Some(Vec::new()));
     assert_eq!(hub.groups_of(ids[4]), Some(Vec::new()));
 
-    assert!(hub.join(ids[4], "g3"));
+    assert!(hub.join(ids[4], "g3").await.expect("a single node answers"));
     assert_eq!(hub.group_count(), 3);
     assert_eq!(hub.group_connections("g3"), [ids[4]]);
-    assert!(hub.leave(ids[4], "g3"));
+    assert!(hub
+        .leave(ids[4], "g3")
+        .await
+        .expect("a single node answers"));
     assert_eq!(hub.group_count(), 2, "an emptied group is not counted");
     assert!(hub.group_connections("g3").is_empty());
     assert_eq!(
@@ -341,7 +367,10 @@ async fn counts_drop_after_clients_disconnect() {
         None,
         "a closed connection has no groups"
     );
-    assert!(!hub.join(ids[1], "g1"), "a closed connection cannot join");
+    assert!(
+        !hub.join(ids[1], "g1").await.expect("a single node answers"),
+        "a closed connection cannot join"
+    );
     assert_eq!(
         hub.send(&Envelope::new("x").to(Recipient::connection(ids[1]))),
         0,
@@ -369,4 +398,49 @@ async fn counts_drop_after_clients_disconnect() {
     assert_eq!((hub.user_count(), hub.group_count()), (0, 0));
     assert!(ids.iter().all(|&id| hub.groups_of(id).is_none()));
     assert_eq!(hub.send(&Envelope::new("x").to(Recipient::all())), 0);
+}
+
+#[tokio::test]
+async fn disconnect_closes_one_connection_with_the_applications_code() {
+    let server = TestServer::start().await;
+    let mut a = server.connect("?userId=ann").await;
+    let mut b = server.connect("?userId=ann").await;
+    let hub = &server.hub;
+    assert_eq!(hub.disconnect(id_of(&a), 4001).await, Ok(true));
+    assert_eq!(a.expect_close().await, Some(CloseCode::from(4001)));
+    assert_eq!(hub.disconnect(id_of(&a), 4001).await, Ok(false), "gone");
+    // The other tab is untouched.
+    assert_eq!(
+        hub.send(&Envelope::new("still").to(Recipient::user("ann"))),
+        1
+    );
+    b.recv_action("still").await;
+    for code in [999, 1004, 1005, 1006, 1015, 2000, 5000] {
+        assert!(hub.disconnect(id_of(&b), code).await.is_err(), "{code}");
+    }
+    // Refused codes closed nothing.
+    assert_eq!(
+        hub.send(&Envelope::new("marker").to(Recipient::user("ann"))),
+        1
+    );
+    b.recv_action("marker").await;
+}
+
+#[tokio::test]
+async fn disconnect_user_closes_every_tab_of_that_user_only() {
+    let server = TestServer::start().await;
+    let mut tabs = server.connect_many(3, "?userId=ann").await;
+    let mut bob = server.connect("?userId=bob").await;
+    assert_eq!(server.hub.disconnect_user("ann", 1000).await, Ok(3));
+    for tab in &mut tabs {
+        assert_eq!(tab.expect_close().await, Some(CloseCode::Normal));
+    }
+    assert_eq!(server.hub.disconnect_user("ann", 1000).await, Ok(0));
+    assert_eq!(
+        server.hub.disconnect_user("", 1000).await,
+        Ok(0),
+        "anonymous is nobody"
+    );
+    assert_eq!(server.hub.send(&Envelope::new("marker")), 1);
+    bob.recv_action("marker").await;
 }

@@ -34,9 +34,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::envelope::{Recipient, RecipientKind};
+use crate::error::HubError;
 use crate::id::ConnectionId;
 use crate::membership::Watch;
-use crate::node::Node;
+use crate::node::{Node, Operation};
 use crate::websocket::Frame;
 
 use health::Health;
@@ -50,7 +51,7 @@ use wire::{Names, NodeId};
 /// and channel the cluster uses there. Give it to [`HubBuilder::cluster`](crate::HubBuilder::cluster).
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), wshub::ClusterError> {
+/// # async fn run() -> Result<(), wshub::HubError> {
 /// let cluster = wshub::RedisCluster::new("redis://127.0.0.1:6379")?;
 /// let hub = wshub::Hub::builder().cluster(cluster).build();
 /// # Ok(()) }
@@ -89,9 +90,9 @@ impl Default for Timings {
 impl RedisCluster {
     /// A cluster on the Redis at `url` (`redis://[:password@]host:port[/db]`), under the prefix
     /// `wshub`. Nothing connects yet; an invalid URL is an error.
-    pub fn new(url: &str) -> Result<Self, ClusterError> {
+    pub fn new(url: &str) -> Result<Self, HubError> {
         let client = redis::Client::open(url)
-            .map_err(|e| ClusterError(format!("the Redis URL is not valid: {e}")))?;
+            .map_err(|e| HubError::new(format!("the Redis URL is not valid: {e}")))?;
         Ok(Self {
             client,
             prefix: "wshub".to_owned(),
@@ -145,18 +146,6 @@ impl fmt::Debug for RedisCluster {
     }
 }
 
-/// A cluster setting that cannot work, such as a Redis URL that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterError(String);
-
-impl fmt::Display for ClusterError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ClusterError {}
-
 /// This node's part of a running cluster: what the hub calls to send beyond this process.
 #[derive(Debug)]
 pub(crate) struct Cluster {
@@ -164,6 +153,7 @@ pub(crate) struct Cluster {
     publisher: Publisher,
     health: Arc<Health>,
     tallies: Arc<Tallies>,
+    timings: Timings,
 }
 
 impl Cluster {
@@ -216,6 +206,7 @@ impl Cluster {
                 publisher,
                 health,
                 tallies,
+                timings: settings.timings,
             },
             node,
         )
@@ -224,6 +215,68 @@ impl Cluster {
     /// A fresh id for a connection of this node.
     pub(crate) fn connection_id(&self) -> Option<ConnectionId> {
         ConnectionId::random_on(self.id.0)
+    }
+
+    /// Whether `connection` is one of this node's (by its id; it may have closed since).
+    pub(crate) fn owns(&self, connection: ConnectionId) -> bool {
+        NodeId::of(connection) == self.id
+    }
+
+    /// Asks the node of `connection` to carry out `control`, and returns its count (0 when no
+    /// node has it).
+    pub(crate) async fn control_connection(
+        &self,
+        connection: ConnectionId,
+        control: Operation,
+    ) -> Result<usize, HubError> {
+        let node = NodeId::of(connection);
+        self.control(Reach::Node(node), control).await
+    }
+
+    /// Asks every other node with a connection of `user` to carry out `control`, and returns the
+    /// sum of their counts.
+    pub(crate) async fn control_user(
+        &self,
+        user: &str,
+        control: Operation,
+    ) -> Result<usize, HubError> {
+        let targets = publisher::Targets {
+            users: vec![user.to_owned()],
+            ..publisher::Targets::default()
+        };
+        self.control(Reach::Nodes(targets), control).await
+    }
+
+    /// Sends `control` where `reach` says and waits for the answers, one command timeout at
+    /// most. An operation that some node did not answer may or may not have taken place there:
+    /// an error says so rather than a count that is silently short.
+    async fn control(&self, reach: Reach, control: Operation) -> Result<usize, HubError> {
+        if !self.is_up() {
+            return Err(HubError::unavailable(
+                "the cluster's Redis is unreachable; nothing was done on other nodes",
+            ));
+        }
+        let ticket = self.tallies.open();
+        let message = wire::encode_control(self.id, ticket.id(), &control);
+        let outgoing = Outgoing {
+            reach,
+            ticket: Some(ticket.id()),
+            message,
+        };
+        if !self.publisher.offer(outgoing) {
+            return Err(HubError::unavailable(
+                "the queue to Redis is full; nothing was done on other nodes",
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + self.timings.command_timeout;
+        let count = count(vec![ticket], deadline).await;
+        if count.partial {
+            return Err(HubError::unavailable(format!(
+                "{} of {} nodes answered in time (or the send to Redis failed); the others may or may not have done it",
+                count.answered, count.nodes
+            )));
+        }
+        Ok(count.delivered)
     }
 
     /// Whether this node can reach the other nodes now: subscribed, and its last commands went

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::interest::Interest;
 use super::publisher::{Outgoing, Publisher, Reach};
-use super::wire::{self, Message};
+use super::wire::{self, Message, NodeId};
 use super::{Backoff, Link};
 use crate::node::Node;
 use crate::pace::Pace;
@@ -130,6 +130,15 @@ fn receive(node: &Node, payload: &[u8], publisher: &Publisher, link: &Link) {
             link.tallies.reported(ticket, count);
             return;
         }
+        Ok(Message::Control {
+            origin,
+            ticket,
+            control,
+        }) => {
+            let count = node.carry_out(&control);
+            answer(publisher, link, origin, ticket, count);
+            return;
+        }
         Err(wire::Malformed(why)) => {
             tracing::warn!(why, "a message from the cluster could not be read; dropped");
             return;
@@ -142,13 +151,18 @@ fn receive(node: &Node, payload: &[u8], publisher: &Publisher, link: &Link) {
     let frame = incoming.frame;
     let routed = node.deliver(&incoming.recipients, || frame);
     if let Some(ticket) = incoming.ticket {
-        let answer = Outgoing {
-            reach: Reach::Node(incoming.origin),
-            ticket: None,
-            message: wire::encode_count(link.id, ticket, routed.delivered),
-        };
-        if !publisher.offer(answer) {
-            link.health.dropped(1, "the queue to Redis is full");
-        }
+        answer(publisher, link, incoming.origin, ticket, routed.delivered);
+    }
+}
+
+/// Tells `origin` this node's count for its `ticket`.
+fn answer(publisher: &Publisher, link: &Link, origin: NodeId, ticket: u64, count: usize) {
+    let answer = Outgoing {
+        reach: Reach::Node(origin),
+        ticket: None,
+        message: wire::encode_count(link.id, ticket, count),
+    };
+    if !publisher.offer(answer) {
+        link.health.dropped(1, "the queue to Redis is full");
     }
 }

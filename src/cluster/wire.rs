@@ -7,7 +7,9 @@
 //! connections were sent it. The receiving node routes the frame over its own registry with the
 //! same recipients, so a connection gets the same bytes whichever node it is on, and no node
 //! serialises the envelope again. Its answer to a ticket is `origin ticket count`, with no
-//! newline, on the sender's inbox.
+//! newline, on the sender's inbox. An operation on another node's connections (join, leave,
+//! disconnect) is `origin ticket`, `\n`, `!` and the operation as JSON; it is answered like a
+//! count.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use crate::budget::{Budget, Charge};
 use crate::envelope::{Recipient, RecipientKind};
 use crate::id::ConnectionId;
+use crate::node::Operation;
 use crate::websocket::Frame;
 
 /// A node's id: 32 random bits, the first 8 hex digits of its connections' ids.
@@ -102,6 +105,14 @@ pub(crate) fn encode(
     message
 }
 
+/// Encodes an operation from `origin`, answered to `ticket`.
+pub(crate) fn encode_control(origin: NodeId, ticket: u64, control: &Operation) -> Vec<u8> {
+    let mut message = format!("{origin} {ticket}\n!").into_bytes();
+    // Serialising strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut message, control);
+    message
+}
+
 /// Encodes `origin`'s answer to `ticket`: it queued the envelope to `count` connections.
 pub(crate) fn encode_count(origin: NodeId, ticket: u64, count: usize) -> Vec<u8> {
     format!("{origin} {ticket} {count}").into_bytes()
@@ -111,6 +122,12 @@ pub(crate) fn encode_count(origin: NodeId, ticket: u64, count: usize) -> Vec<u8>
 #[derive(Debug)]
 pub(crate) enum Message {
     Envelope(Incoming),
+    /// An operation on this node's connections, to answer to `ticket`.
+    Control {
+        origin: NodeId,
+        ticket: u64,
+        control: Operation,
+    },
     /// A node's answer to a ticket of ours.
     Count {
         origin: NodeId,
@@ -149,6 +166,16 @@ pub(crate) fn decode(message: Vec<u8>, budget: &Arc<Budget>) -> Result<Message, 
         None => (head, None),
     };
     let origin = node_id(origin)?;
+    if message.get(origin_end + 1) == Some(&b'!') {
+        let ticket = ticket.ok_or(Malformed("an operation without a ticket"))?;
+        let control = serde_json::from_slice(&message[origin_end + 2..])
+            .map_err(|_| Malformed("not an operation"))?;
+        return Ok(Message::Control {
+            origin,
+            ticket,
+            control,
+        });
+    }
     let recipients_end = position(&message, origin_end + 1).ok_or(Malformed("no recipients"))?;
     // Owned: a value with an escape in it cannot be borrowed from the message.
     let pairs: Vec<(String, String)> =
@@ -228,6 +255,26 @@ mod tests {
             assert_eq!(message.recipients, envelope.recipients);
             assert_eq!(message.frame.bytes(), frame.bytes());
         }
+    }
+
+    #[test]
+    fn an_operation_round_trips() {
+        let control = Operation::DisconnectUser {
+            user: "a\nb".into(),
+            code: 4001,
+        };
+        let bytes = encode_control(NodeId(3), 5, &control);
+        let Ok(Message::Control {
+            origin,
+            ticket,
+            control: got,
+        }) = decode(bytes, &Budget::unlimited())
+        else {
+            panic!("an operation")
+        };
+        assert_eq!((origin, ticket, got), (NodeId(3), 5, control));
+        let unticketed = b"00000003\n!{\"op\":\"join\"}".to_vec();
+        assert!(decode(unticketed, &Budget::unlimited()).is_err());
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Chat {
         }
         if sender.group_id().is_empty() {
             // So that it hears the lobby it talks to.
-            self.hub.join(id, room);
+            self.hub.join_local(id, room);
         }
         let state = rooms.entry(room.to_owned()).or_default();
         let newcomer = state.enter(name, id);
