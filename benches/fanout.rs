@@ -105,7 +105,7 @@ async fn hub(envelope: &Envelope) -> Duration {
             while let Some(Ok(_)) = read.next().await {}
         }));
     }
-    while hub.connection_count() < CONNECTIONS {
+    while hub.local_connection_count() < CONNECTIONS {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

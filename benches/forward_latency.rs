@@ -120,7 +120,7 @@ async fn run(server: &Runtime) {
         }));
     }
     let started = Instant::now();
-    while hub.connection_count() < IDLE + 1 {
+    while hub.local_connection_count() < IDLE + 1 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the idle connections did not all register"

@@ -218,7 +218,7 @@ impl Fixture {
             }));
         }
         let started = Instant::now();
-        while hub.connection_count() < size {
+        while hub.local_connection_count() < size {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "the connections did not all register"

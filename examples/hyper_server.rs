@@ -20,6 +20,7 @@
 //! | `/ws` | the WebSocket (`?groupId=G&userId=U`); `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | `POST` an envelope with `Authorization: Bearer <token>` (see `backend_publish.sh`) |
 //! | `/api/disconnect` | `POST {"user": U, "code": C}` or `{"connection": ID, "code": C}`, same token: closes the user's (or the connection's) sockets on every node, as a logout would; answers `{"closed": N}` |
+//! | `/api/who` | `GET`, same token: `?group=G` or `?user=U` → `{"connections": [...]}`, `?connection=ID` → `{"groups": [...]}` (or `null`), nothing → `{"connections": N, "users": N, "groups": N}`; every node's |
 //! | `/api/join`, `/api/leave` | `POST {"connection": ID, "group": G}`, same token: moves a connection, on whichever node it is; answers `{"done": true}` or `false` |
 //!
 //! On Ctrl-C or SIGTERM it closes every socket with 1001, stops accepting, lets the HTTP
@@ -157,6 +158,7 @@ async fn route(request: Request<RequestBody<Incoming>>, api: Api) -> Response<Fu
             Ok(response) => response,
             Err(never) => match never {},
         },
+        (&Method::GET, "/api/who") => who(request, &api).await,
         (&Method::POST, path @ ("/api/disconnect" | "/api/join" | "/api/leave")) => {
             let path = path.to_owned();
             manage(request, &path, &api).await
@@ -169,6 +171,85 @@ async fn route(request: Request<RequestBody<Incoming>>, api: Api) -> Response<Fu
     }
 }
 
+/// `/api/who`: the hub's questions about connections, answered for every node.
+async fn who(request: Request<RequestBody<Incoming>>, api: &Api) -> Response<Full<Bytes>> {
+    if !authorized(&request, api) {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"a bearer token is required"}"#.into(),
+        );
+    }
+    let query = request.uri().query().unwrap_or("");
+    let (name, value) = query.split_once('=').unwrap_or((query, ""));
+    let value = value.to_owned();
+    let hub = &api.hub;
+    let answer = match name {
+        "group" => hub
+            .group_connections(&value)
+            .await
+            .map(|c| serde_json::json!({ "connections": c })),
+        "user" => hub
+            .user_connections(&value)
+            .await
+            .map(|c| serde_json::json!({ "connections": c })),
+        "connection" => match value.parse() {
+            Ok(id) => hub
+                .groups_of(id)
+                .await
+                .map(|g| serde_json::json!({ "groups": g })),
+            Err(_) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":"not a connection id"}"#.into(),
+                )
+            }
+        },
+        "" => {
+            async {
+                Ok(serde_json::json!({
+                    "connections": hub.connection_count().await?,
+                    "users": hub.user_count().await?,
+                    "groups": hub.group_count().await?,
+                }))
+            }
+            .await
+        }
+        _ => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"ask for group, user or connection"}"#.into(),
+            )
+        }
+    };
+    answered(answer)
+}
+
+fn authorized(request: &Request<RequestBody<Incoming>>, api: &Api) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
+        .is_some_and(|presented| presented.as_bytes() == api.token.as_bytes())
+}
+
+/// `200` with the answer, or the error: `503` when the cluster could not answer now.
+fn answered(answer: Result<serde_json::Value, wshub::HubError>) -> Response<Full<Bytes>> {
+    match answer {
+        Ok(answer) => json(StatusCode::OK, answer.to_string()),
+        Err(e) => {
+            let status = if e.is_unavailable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            json(
+                status,
+                serde_json::json!({ "error": e.detail() }).to_string(),
+            )
+        }
+    }
+}
+
 /// `/api/disconnect`, `/api/join` and `/api/leave`: the hub's operations on connections, which
 /// work on whichever node the connections are.
 async fn manage(
@@ -176,12 +257,7 @@ async fn manage(
     path: &str,
     api: &Api,
 ) -> Response<Full<Bytes>> {
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "))
-        .is_some_and(|presented| presented.as_bytes() == api.token.as_bytes());
-    if !authorized {
+    if !authorized(&request, api) {
         return json(
             StatusCode::UNAUTHORIZED,
             r#"{"error":"a bearer token is required"}"#.into(),
@@ -232,20 +308,7 @@ async fn manage(
             return json(StatusCode::BAD_REQUEST, error.into());
         }
     };
-    match answer {
-        Ok(answer) => json(StatusCode::OK, answer.to_string()),
-        Err(e) => {
-            let status = if e.is_unavailable() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            json(
-                status,
-                serde_json::json!({ "error": e.detail() }).to_string(),
-            )
-        }
-    }
+    answered(answer)
 }
 
 #[derive(serde::Deserialize)]

@@ -141,7 +141,7 @@ impl Default for Config {
 ///     .idle_timeout(Duration::from_secs(30))
 ///     .allow_origin("https://chat.example.com")
 ///     .build();
-/// assert_eq!(hub.connection_count(), 0);
+/// assert_eq!(hub.local_connection_count(), 0);
 /// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]

@@ -59,6 +59,7 @@ impl HubError {
     }
 
     /// The cluster could not complete an operation now.
+    #[cfg(feature = "cluster")]
     pub(crate) fn unavailable(detail: impl Into<String>) -> Self {
         Self {
             detail: detail.into(),

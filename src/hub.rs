@@ -13,6 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::budget::Budget;
+#[cfg(feature = "cluster")]
+use crate::cluster::{Answer, Question};
 use crate::config::{Config, HubBuilder};
 use crate::envelope::Envelope;
 use crate::error::HubError;
@@ -342,33 +344,111 @@ impl Hub {
         Ok(self.inner.node.carry_out(&operation) > 0)
     }
 
-    /// How many sockets are connected.
-    pub fn connection_count(&self) -> usize {
+    /// How many sockets are connected, on every node of the cluster: this node's count, and
+    /// the other live nodes' from Redis. On a single node it is
+    /// [`local_connection_count`](Self::local_connection_count) and never fails.
+    pub async fn connection_count(&self) -> Result<usize, HubError> {
+        let here = self.local_connection_count();
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            if let Answer::Counts { connections, .. } = cluster.ask(Question::Counts).await? {
+                return Ok(here + connections);
+            }
+        }
+        Ok(here)
+    }
+
+    /// How many distinct non-empty user ids are connected, on every node. In a cluster this is
+    /// Redis's count, which may lag this node's last changes by a Redis round trip.
+    pub async fn user_count(&self) -> Result<usize, HubError> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            if let Answer::Counts { users, .. } = cluster.ask(Question::Counts).await? {
+                return Ok(users);
+            }
+        }
+        Ok(self.local_user_count())
+    }
+
+    /// How many groups have at least one connection, on any node; as
+    /// [`user_count`](Self::user_count).
+    pub async fn group_count(&self) -> Result<usize, HubError> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            if let Answer::Counts { groups, .. } = cluster.ask(Question::Counts).await? {
+                return Ok(groups);
+            }
+        }
+        Ok(self.local_group_count())
+    }
+
+    /// The connections of a user (all of their tabs and devices), on every node.
+    pub async fn user_connections(&self, user_id: &str) -> Result<Vec<ConnectionId>, HubError> {
+        let mut connections = self.local_user_connections(user_id);
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            if let Answer::Connections(others) = cluster.ask(Question::User(user_id)).await? {
+                connections.extend(others);
+            }
+        }
+        Ok(connections)
+    }
+
+    /// The connections in a group, on every node.
+    pub async fn group_connections(&self, group: &str) -> Result<Vec<ConnectionId>, HubError> {
+        let mut connections = self.local_group_connections(group);
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            if let Answer::Connections(others) = cluster.ask(Question::Group(group)).await? {
+                connections.extend(others);
+            }
+        }
+        Ok(connections)
+    }
+
+    /// The groups a connection is in, whichever node it is on, or `None` when no node has it.
+    pub async fn groups_of(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<Option<Vec<String>>, HubError> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            if !cluster.owns(connection) {
+                if let Answer::Groups(groups) = cluster.ask(Question::GroupsOf(connection)).await? {
+                    return Ok(groups);
+                }
+            }
+        }
+        Ok(self.local_groups_of(connection))
+    }
+
+    /// How many sockets this node has.
+    pub fn local_connection_count(&self) -> usize {
         self.inner.node.connection_count()
     }
 
-    /// How many distinct non-empty user ids are connected.
-    pub fn user_count(&self) -> usize {
+    /// How many distinct non-empty user ids this node's connections have.
+    pub fn local_user_count(&self) -> usize {
         self.inner.node.user_count()
     }
 
-    /// How many groups have at least one connection.
-    pub fn group_count(&self) -> usize {
+    /// How many groups this node's connections are in.
+    pub fn local_group_count(&self) -> usize {
         self.inner.node.group_count()
     }
 
-    /// The connections of a user (all of their tabs and devices).
-    pub fn user_connections(&self, user_id: &str) -> Vec<ConnectionId> {
+    /// This node's connections of a user.
+    pub fn local_user_connections(&self, user_id: &str) -> Vec<ConnectionId> {
         self.inner.node.user_connections(user_id)
     }
 
-    /// The connections in a group.
-    pub fn group_connections(&self, group: &str) -> Vec<ConnectionId> {
+    /// This node's connections in a group.
+    pub fn local_group_connections(&self, group: &str) -> Vec<ConnectionId> {
         self.inner.node.group_connections(group)
     }
 
-    /// The groups a connection is in, or `None` when it is not connected.
-    pub fn groups_of(&self, connection: ConnectionId) -> Option<Vec<String>> {
+    /// The groups of a connection of this node, or `None` when it is not here.
+    pub fn local_groups_of(&self, connection: ConnectionId) -> Option<Vec<String>> {
         self.inner.node.groups_of(connection)
     }
 
@@ -485,7 +565,7 @@ impl HubBuilder {
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
-            .field("connections", &self.connection_count())
+            .field("connections", &self.local_connection_count())
             .field("open", &self.inner.open.load(Ordering::Relaxed))
             .field("closing", &self.is_shutting_down())
             .finish_non_exhaustive()

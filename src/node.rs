@@ -106,6 +106,7 @@ impl Drop for Registration {
             return;
         };
         if let Some(watch) = &self.node.watch {
+            watch.connection_changed(self.id);
             let scopes = member_scopes(&member);
             report_lost(&registry, watch.as_ref(), scopes);
         }
@@ -226,6 +227,7 @@ impl Node {
         });
         registry.insert(id, &identity.user_id, &groups, outbox);
         if let Some((watch, new)) = new {
+            watch.connection_changed(id);
             // `has` is false for the anonymous user and the default group, which are no scope.
             for scope in new.into_iter().filter(|&scope| has(&registry, scope)) {
                 watch.changed(Change {
@@ -257,12 +259,15 @@ impl Node {
         let mut registry = self.write();
         let first = registry.group(group).is_none();
         let joined = registry.join(connection, group);
-        if let (true, true, Some(watch)) = (joined, first, &self.watch) {
-            let scope = Scope::Group(group);
-            watch.changed(Change {
-                scope,
-                present: true,
-            });
+        if let (true, Some(watch)) = (joined, &self.watch) {
+            watch.connection_changed(connection);
+            if first {
+                let scope = Scope::Group(group);
+                watch.changed(Change {
+                    scope,
+                    present: true,
+                });
+            }
         }
         joined
     }
@@ -271,6 +276,7 @@ impl Node {
         let mut registry = self.write();
         let left = registry.leave(connection, group);
         if let (true, Some(watch)) = (left, &self.watch) {
+            watch.connection_changed(connection);
             report_lost(&registry, watch.as_ref(), [Scope::Group(group)]);
         }
         left
@@ -280,6 +286,21 @@ impl Node {
     #[cfg(feature = "cluster")]
     pub(crate) fn has(&self, scope: Scope<'_>) -> bool {
         has(&self.read(), scope)
+    }
+
+    /// A connection's user and groups, when it is here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn record(&self, connection: ConnectionId) -> Option<(String, Vec<String>)> {
+        let registry = self.read();
+        let member = registry.get(connection)?;
+        let groups = member.groups.iter().map(|g| g.to_string()).collect();
+        Some((member.user.to_string(), groups))
+    }
+
+    /// Every connection here.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn connections(&self) -> Vec<ConnectionId> {
+        self.read().members().map(|member| member.id).collect()
     }
 
     /// Every group and user this node has connections in.
@@ -424,6 +445,14 @@ mod tests {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(format!("{sign}{scope}"));
         }
+
+        fn connection_changed(&self, connection: ConnectionId) {
+            let n = connection.to_string().trim_start_matches('0').to_owned();
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("c{n}"));
+        }
     }
 
     impl Record {
@@ -452,37 +481,35 @@ mod tests {
         ));
 
         let a = connect(&node, 1, "ann", &["x", "y"]);
-        assert_eq!(record.take(), ["+u:ann", "+g:x", "+g:y"]);
+        assert_eq!(record.take(), ["c1", "+u:ann", "+g:x", "+g:y"]);
         let b = connect(&node, 2, "ann", &["x"]);
-        assert!(
-            record.take().is_empty(),
-            "nothing new: ann and x have members already"
-        );
+        assert_eq!(record.take(), ["c2"], "ann and x have members already");
         let c = connect(&node, 3, "", &[]);
-        assert!(
-            record.take().is_empty(),
+        assert_eq!(
+            record.take(),
+            ["c3"],
             "the anonymous user and the default group are no scope"
         );
 
         assert!(node.join(ConnectionId::from_u128(3), "z"));
         assert!(node.join(ConnectionId::from_u128(2), "z"));
         assert!(!node.join(ConnectionId::from_u128(2), "z"), "already in it");
-        assert_eq!(record.take(), ["+g:z"]);
+        assert_eq!(record.take(), ["c3", "+g:z", "c2"]);
 
         assert!(node.leave(ConnectionId::from_u128(3), "z"));
-        assert!(record.take().is_empty(), "2 is still in z");
+        assert_eq!(record.take(), ["c3"], "2 is still in z");
         assert!(node.leave(ConnectionId::from_u128(2), "z"));
         assert!(
             !node.leave(ConnectionId::from_u128(2), "z"),
             "not in it any more"
         );
-        assert_eq!(record.take(), ["-g:z"]);
+        assert_eq!(record.take(), ["c2", "-g:z"]);
 
         drop(a);
-        assert_eq!(record.take(), ["-g:y"], "ann and x keep connection 2");
+        assert_eq!(record.take(), ["c1", "-g:y"], "ann and x keep connection 2");
         drop(b);
-        assert_eq!(record.take(), ["-u:ann", "-g:x"]);
+        assert_eq!(record.take(), ["c2", "-u:ann", "-g:x"]);
         drop(c);
-        assert!(record.take().is_empty());
+        assert_eq!(record.take(), ["c3"]);
     }
 }

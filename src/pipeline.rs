@@ -128,7 +128,7 @@ impl Pipeline {
         // After the socket has closed (its last forwards, `__disconnect`), the groups it had
         // when it connected stand in for the ones it had at the end.
         let mut groups = hub
-            .groups_of(self.id)
+            .local_groups_of(self.id)
             .unwrap_or_else(|| self.identity.groups.clone());
         // The registry keeps groups sorted; the connection's own groupId comes first.
         if let Some(at) = groups.iter().position(|g| g == self.identity.group_id()) {

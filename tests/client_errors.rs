@@ -219,7 +219,7 @@ async fn text_frame_that_is_not_a_valid_envelope_gets_invalid_envelope_error() {
         .await;
     assert_eq!(client.recv_action("after").await["message"], "still here");
     assert_eq!(other.recv_action("after").await["message"], "still here");
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.local_connection_count(), 2);
 }
 
 /// PROTOCOL.md §8: a recipient that repeats `type` or `value` is invalid, not read as its last
@@ -272,7 +272,7 @@ async fn binary_frame_closes_1003() {
     client.expect_end().await;
 
     until("the hub to drop the closed connection", || {
-        server.hub.connection_count() == 1
+        server.hub.local_connection_count() == 1
     })
     .await;
     server.send_marker();
@@ -322,7 +322,7 @@ async fn message_larger_than_the_limit_closes_1009_and_others_are_undisturbed() 
 
     // The other connection was not disturbed: it got nothing of the big ones, and still works.
     until("the hub to drop the closed connections", || {
-        server.hub.connection_count() == 1
+        server.hub.local_connection_count() == 1
     })
     .await;
     server.send_marker();
@@ -350,7 +350,7 @@ async fn invalid_utf8_in_a_text_frame_closes_1007() {
     let code = within("the server's close frame", raw.read_until_close()).await;
     assert_eq!(code, Some(1007), "invalid UTF-8 closes with 1007");
     until("the hub to drop the closed connection", || {
-        server.hub.connection_count() == 0
+        server.hub.local_connection_count() == 0
     })
     .await;
 }
@@ -414,7 +414,7 @@ async fn too_many_messages_per_second_are_rate_limited_then_sustained_abuse_clos
     }
     assert_eq!(code(client.expect_close().await), 1008);
     until("the hub to drop the closed connection", || {
-        server.hub.connection_count() == 1
+        server.hub.local_connection_count() == 1
     })
     .await;
 }
@@ -465,7 +465,7 @@ async fn client_that_does_not_read_is_closed_and_does_not_slow_the_others() {
     let readers = server.connect_many(READERS, "").await;
     let mut slow = connect_non_reader(&server).await;
     until("the slow client to be registered", || {
-        server.hub.connection_count() == READERS + 1
+        server.hub.local_connection_count() == READERS + 1
     })
     .await;
 
@@ -514,7 +514,7 @@ async fn client_that_does_not_read_is_closed_and_does_not_slow_the_others() {
         .expect("semaphore open")
         .forget();
         slowest_batch = slowest_batch.max(batch_started.elapsed());
-        if closed_at.is_none() && server.hub.connection_count() == READERS {
+        if closed_at.is_none() && server.hub.local_connection_count() == READERS {
             closed_at = Some(sent);
         }
     }
@@ -597,7 +597,7 @@ async fn silent_client_is_closed_after_the_idle_timeout() {
     let mut raw = RawSocket::connect(&server).await;
     let opened = Instant::now();
     until("the hub to register the raw client", || {
-        server.hub.connection_count() == 1
+        server.hub.local_connection_count() == 1
     })
     .await;
 
@@ -626,7 +626,7 @@ async fn silent_client_is_closed_after_the_idle_timeout() {
         "closed after {lasted:?}, before the idle timeout of {idle:?}"
     );
     until("the hub to drop the silent connection", || {
-        server.hub.connection_count() == 0
+        server.hub.local_connection_count() == 0
     })
     .await;
 }
@@ -660,7 +660,7 @@ async fn client_that_answers_pings_outlives_the_idle_timeout() {
 
     // Elapsed time is what is under test: three idle timeouts.
     tokio::time::sleep(idle * 3).await;
-    assert_eq!(server.hub.connection_count(), 1, "still connected");
+    assert_eq!(server.hub.local_connection_count(), 1, "still connected");
     assert_eq!(
         server
             .hub
@@ -685,7 +685,7 @@ async fn close_code_then_end(client: &mut Client) -> Option<CloseCode> {
 async fn graceful_shutdown_closes_every_socket_with_1001() {
     let server = TestServer::start().await;
     let mut clients = server.connect_many(3, "?groupId=g1").await;
-    assert_eq!(server.hub.connection_count(), 3);
+    assert_eq!(server.hub.local_connection_count(), 3);
 
     let closes = futures_util::future::join_all(clients.iter_mut().map(close_code_then_end));
     let ((), codes) = within("shutdown and the close frames", async {
@@ -695,7 +695,7 @@ async fn graceful_shutdown_closes_every_socket_with_1001() {
     for close in codes {
         assert_eq!(code(close), 1001);
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
     assert!(server.hub.is_shutting_down());
 }
 
@@ -724,7 +724,7 @@ async fn shutdown_on_signal_closes_sockets_and_lets_axum_serve_finish() {
         id: String::new(),
     };
     client.recv_action("__connected").await;
-    assert_eq!(hub.connection_count(), 1);
+    assert_eq!(hub.local_connection_count(), 1);
 
     stop.send(()).expect("the server is waiting for the signal");
     let (close, served) = within("the close frame and axum::serve to finish", async {
@@ -733,5 +733,5 @@ async fn shutdown_on_signal_closes_sockets_and_lets_axum_serve_finish() {
     .await;
     assert_eq!(code(close), 1001);
     served.expect("serve task").expect("serve");
-    assert_eq!(hub.connection_count(), 0);
+    assert_eq!(hub.local_connection_count(), 0);
 }

@@ -213,7 +213,7 @@ async fn reserved_action_from_a_client_is_refused_as_forbidden() {
         .await;
     assert_eq!(client.recv_action("_fine").await["message"], "ok");
     assert_eq!(other.recv_action("_fine").await["message"], "ok");
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.local_connection_count(), 2);
 }
 
 #[tokio::test]

@@ -402,3 +402,59 @@ async fn join_and_leave_move_a_connection_on_another_node() {
         .json();
     assert_eq!(answer, json!({"done": false}));
 }
+
+/// Asks `node` a question about the cluster's connections (examples/hyper_server's `/api/who`).
+async fn who(node: &Remote, query: &str) -> Value {
+    let response = node.get(&format!("/api/who{query}"), Some(TOKEN)).await;
+    assert_eq!(response.status, 200, "{query}: {response:?}");
+    let mut answer = response.json();
+    // Connection lists in a stable order.
+    if let Some(list) = answer.get_mut("connections").and_then(Value::as_array_mut) {
+        list.sort_by_key(|v| v.as_str().map(str::to_owned));
+    }
+    answer
+}
+
+/// Polls `who` until it answers `expected` (records reach Redis a round trip after a change).
+async fn until_who(node: &Remote, query: &str, expected: Value) {
+    let what = format!("{query} to answer {expected}");
+    common::until_async(&what, || async { who(node, query).await == expected }).await;
+}
+
+fn sorted(ids: &[&str]) -> Value {
+    let mut ids: Vec<&str> = ids.to_vec();
+    ids.sort_unstable();
+    json!(ids)
+}
+
+#[tokio::test]
+async fn any_node_answers_for_every_nodes_connections() {
+    let (_redis, mut nodes, c) = spread().await;
+    let counts = json!({"connections": 5, "users": 2, "groups": 2});
+    for node in &nodes {
+        until_who(node, "", counts.clone()).await;
+        let ann = sorted(&[&c[0].id, &c[1].id]);
+        until_who(node, "?user=ann", json!({ "connections": ann })).await;
+        let g1 = sorted(&[&c[0].id, &c[2].id]);
+        until_who(node, "?group=g1", json!({ "connections": g1 })).await;
+        for (i, groups) in [(0, json!(["g1"])), (1, json!(["g2"])), (4, json!([]))] {
+            let query = format!("?connection={}", c[i].id);
+            until_who(node, &query, json!({ "groups": groups })).await;
+        }
+        let nobody = "?connection=0000000100000000000000000000000a";
+        assert_eq!(who(node, nobody).await, json!({ "groups": null }));
+    }
+
+    // Node 1 dies with clients 1 (ann@g2) and 2 (bob@g1): once it is taken for dead (2 s), no
+    // node counts them, and the heartbeat removes their records.
+    nodes[1].kill().await;
+    let counts = json!({"connections": 3, "users": 2, "groups": 1});
+    until_who(&nodes[0], "", counts.clone()).await;
+    until_who(&nodes[2], "", counts).await;
+    let ann = sorted(&[&c[0].id]);
+    until_who(&nodes[2], "?user=ann", json!({ "connections": ann })).await;
+    let g1 = sorted(&[&c[0].id]);
+    until_who(&nodes[0], "?group=g1", json!({ "connections": g1 })).await;
+    let query = format!("?connection={}", c[2].id);
+    until_who(&nodes[0], &query, json!({ "groups": null })).await;
+}

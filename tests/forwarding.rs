@@ -253,7 +253,11 @@ async fn failure_reaches_only_the_sender(setup: &Setup, code: &str, detail: Deta
     setup.send_marker();
     sender.recv_action("marker").await;
     other.recv_action("marker").await;
-    assert_eq!(setup.hub.connection_count(), 2, "both sockets stay open");
+    assert_eq!(
+        setup.hub.local_connection_count(),
+        2,
+        "both sockets stay open"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -988,7 +992,11 @@ async fn blocked_forward_stops_reading_without_losing_messages(via: Via) {
         };
         panic!("the sender {what} while the forward was blocked");
     }
-    assert_eq!(setup.hub.connection_count(), 2, "the hub closed a socket");
+    assert_eq!(
+        setup.hub.local_connection_count(),
+        2,
+        "the hub closed a socket"
+    );
 
     release.notify_one();
     let got = receiver.recv_action("re:fwd").await;

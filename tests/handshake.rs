@@ -255,8 +255,8 @@ async fn connected_envelope_is_first_with_percent_decoded_ids_from_the_query() {
 
     // The ids announced are the ones the hub routes by.
     let parsed: wshub::ConnectionId = id.parse().expect("connectionId parses as a ConnectionId");
-    assert_eq!(server.hub.user_connections("Jürgen"), [parsed]);
-    assert_eq!(server.hub.group_connections("room 1"), [parsed]);
+    assert_eq!(server.hub.local_user_connections("Jürgen"), [parsed]);
+    assert_eq!(server.hub.local_group_connections("room 1"), [parsed]);
 }
 
 #[tokio::test]
@@ -289,7 +289,7 @@ async fn connection_ids_are_32_hex_digits_and_differ_between_connections() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 4, "every connection has its own id: {ids:?}");
-    assert_eq!(server.hub.connection_count(), 4);
+    assert_eq!(server.hub.local_connection_count(), 4);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ async fn not_an_upgrade_is_passed_to_the_wrapped_service() {
     let no_upgrade = Upgrade::to(&server).without("upgrade").send(&server).await;
     assert_eq!(no_upgrade.status, 200, "{no_upgrade:?}");
     assert_eq!(no_upgrade.body, "app at /ws");
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 #[tokio::test]
@@ -384,7 +384,7 @@ async fn not_an_upgrade_on_the_socket_path_because_path_is_matched_exactly() {
         };
         assert_eq!(response.body, expected, "{target}: {response:?}");
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 
     // ...while the socket path itself, with a query string, is intercepted.
     let response = Upgrade::to(&server)
@@ -421,7 +421,7 @@ async fn upgrade_with_bad_key_is_400() {
             .await;
         assert_refused(&response, 400, "Sec-WebSocket-Key", case);
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 #[tokio::test]
@@ -435,7 +435,7 @@ async fn upgrade_with_method_other_than_get_is_400() {
             .await;
         assert_refused(&response, 400, "GET", method);
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 #[tokio::test]
@@ -452,7 +452,7 @@ async fn upgrade_without_connection_upgrade_is_400() {
         .send(&server)
         .await;
     assert_refused(&keep_alive, 400, "Connection", "Connection: keep-alive");
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 #[tokio::test]
@@ -460,7 +460,7 @@ async fn upgrade_over_http_1_0_is_400() {
     let server = TestServer::start().await;
     let response = Upgrade::to(&server).version("HTTP/1.0").send(&server).await;
     assert_refused(&response, 400, "HTTP/1.1", "HTTP/1.0");
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 /// RFC 6455 §11.3.1 and §11.3.5: `Sec-WebSocket-Key` and `Sec-WebSocket-Version` must not
@@ -495,7 +495,7 @@ async fn upgrade_with_a_repeated_key_or_version_is_400() {
         let response = request.send(&server).await;
         assert_refused(&response, 400, says, case);
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 /// RFC 9112 §3.2: a request with more than one `Host` line is answered `400`. RFC 6454 §7.3: a
@@ -530,7 +530,7 @@ async fn upgrade_with_a_repeated_host_or_origin_is_400_but_token_lists_may_repea
         let response = request.send(&server).await;
         assert_refused(&response, 400, says, case);
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 
     let response = Upgrade::to(&server)
         .add("Upgrade", "websocket")
@@ -582,7 +582,7 @@ async fn upgrade_with_a_query_id_longer_than_max_id_len_is_400() {
             "{case}: says the limit: {response:?}"
         );
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 
     // At the limit, decoded: accepted.
     let user = "u".repeat(256);
@@ -632,7 +632,7 @@ async fn upgrade_with_version_other_than_13_is_426() {
             "{case}: {response:?}"
         );
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -659,7 +659,7 @@ async fn origin_not_allowed_is_403_by_default() {
             "a real client from {origin}"
         );
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 #[tokio::test]
@@ -759,7 +759,7 @@ async fn origin_any_is_allowed_by_allow_any_origin() {
 async fn connection_limit_reached_is_503_with_retry_after_until_a_place_frees() {
     let server = TestServer::with(Hub::builder().max_connections(2)).await;
     let mut clients = server.connect_many(2, "").await;
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.local_connection_count(), 2);
 
     let response = Upgrade::to(&server).send(&server).await;
     assert_refused(&response, 503, "limit", "third socket");
@@ -774,7 +774,7 @@ async fn connection_limit_reached_is_503_with_retry_after_until_a_place_frees() 
         connect_with_origin(&server, "", None).await.err(),
         Some(503)
     );
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.local_connection_count(), 2);
 
     // One client leaves; once the hub has seen it go, its place is free again.
     let mut leaving = clients.pop().expect("two clients");
@@ -783,12 +783,12 @@ async fn connection_limit_reached_is_503_with_retry_after_until_a_place_frees() 
         .expect("close");
     leaving.expect_end().await;
     until("the hub to drop the closed connection", || {
-        server.hub.connection_count() == 1
+        server.hub.local_connection_count() == 1
     })
     .await;
     let again = server.connect("").await;
     assert_eq!(again.id.len(), 32);
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.local_connection_count(), 2);
 
     // And the limit holds again.
     let response = Upgrade::to(&server).send(&server).await;
@@ -842,7 +842,7 @@ async fn shutdown_begun_is_503_with_retry_after() {
     let response = Upgrade::to(&server).send(&server).await;
     assert_refused(&response, 503, "shutting down", "after shutdown");
     assert!(response.header("retry-after").is_some(), "{response:?}");
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,7 +905,7 @@ async fn plain_hyper_server_upgrades_and_passes_other_requests_to_a_service_fn()
     let connected = client.recv_action("__connected").await;
     assert_eq!(connected["message"]["userId"], "plain", "{connected}");
     assert_eq!(connected["message"]["groupId"], "p", "{connected}");
-    assert_eq!(hub.connection_count(), 1);
+    assert_eq!(hub.local_connection_count(), 1);
     let delivered = hub.send(
         &Envelope::new("news")
             .with_message("over plain hyper")

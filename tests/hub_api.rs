@@ -149,7 +149,7 @@ async fn join_at_run_time_adds_to_group() {
         !hub.join(a, "g1").await.expect("a single node answers"),
         "joining twice returns false"
     );
-    assert_eq!(hub.groups_of(a), Some(vec!["g1".to_owned()]));
+    assert_eq!(hub.local_groups_of(a), Some(vec!["g1".to_owned()]));
     assert_eq!(
         who_receives(hub, &mut c, &to_g1).await,
         [0, 1],
@@ -158,12 +158,15 @@ async fn join_at_run_time_adds_to_group() {
 
     assert!(hub.join(a, "g2").await.expect("a single node answers"));
     assert_eq!(
-        hub.groups_of(a).map(set),
+        hub.local_groups_of(a).map(set),
         Some(set(["g1".to_owned(), "g2".to_owned()]))
     );
     let to_g2 = Envelope::new("g2").to(Recipient::group("g2"));
     assert_eq!(who_receives(hub, &mut c, &to_g2).await, [0]);
-    assert_eq!(set(hub.group_connections("g1")), set([a, id_of(&c[1])]));
+    assert_eq!(
+        set(hub.local_group_connections("g1")),
+        set([a, id_of(&c[1])])
+    );
 }
 
 #[tokio::test]
@@ -194,8 +197,8 @@ async fn leave_at_run_time_removes_from_group() {
             .expect("a single node answers"),
         "leaving a group it was never in"
     );
-    assert_eq!(hub.groups_of(a), Some(vec!["g2".to_owned()]));
-    assert_eq!(hub.group_connections("g1"), [id_of(&c[1])]);
+    assert_eq!(hub.local_groups_of(a), Some(vec!["g2".to_owned()]));
+    assert_eq!(hub.local_group_connections("g1"), [id_of(&c[1])]);
     // Still in g2, so not in the default group.
     assert_eq!(
         who_receives(hub, &mut c, &Envelope::new("default")).await,
@@ -228,13 +231,17 @@ async fn leaving_every_group_returns_to_the_default_group() {
         "still in g3"
     );
     assert!(hub.leave(a, "g3").await.expect("a single node answers"));
-    assert_eq!(hub.groups_of(a), Some(Vec::new()));
+    assert_eq!(hub.local_groups_of(a), Some(Vec::new()));
     assert_eq!(
         who_receives(hub, &mut c, &to_default).await,
         [0],
         "in no group: back in the default group"
     );
-    assert_eq!(hub.group_count(), 1, "emptied groups are gone; g2 is left");
+    assert_eq!(
+        hub.local_group_count(),
+        1,
+        "emptied groups are gone; g2 is left"
+    );
 
     // And joining again takes it out of the default group again.
     assert!(hub.join(a, "g1").await.expect("a single node answers"));
@@ -260,8 +267,12 @@ async fn join_and_leave_of_an_unknown_connection_return_false() {
         .leave(stranger, "g1")
         .await
         .expect("a single node answers"));
-    assert_eq!(server.hub.groups_of(stranger), None);
-    assert_eq!(server.hub.group_count(), 0, "joining nobody made no group");
+    assert_eq!(server.hub.local_groups_of(stranger), None);
+    assert_eq!(
+        server.hub.local_group_count(),
+        0,
+        "joining nobody made no group"
+    );
     assert_eq!(
         server
             .hub
@@ -283,40 +294,68 @@ async fn counts_and_look_ups_follow_the_connections() {
     let server = TestServer::start().await;
     let hub = &server.hub;
     assert_eq!(
-        (hub.connection_count(), hub.user_count(), hub.group_count()),
+        (
+            hub.local_connection_count(),
+            hub.local_user_count(),
+            hub.local_group_count()
+        ),
         (0, 0, 0)
     );
     let c = five_on(&server).await;
     let ids: Vec<ConnectionId> = c.iter().map(id_of).collect();
-    assert_eq!(hub.connection_count(), 5);
-    assert_eq!(hub.user_count(), 2, "ann and bob; anonymous is no user");
-    assert_eq!(hub.group_count(), 2, "g1 and g2; the default group is none");
+    assert_eq!(hub.local_connection_count(), 5);
+    assert_eq!(
+        hub.local_user_count(),
+        2,
+        "ann and bob; anonymous is no user"
+    );
+    assert_eq!(
+        hub.local_group_count(),
+        2,
+        "g1 and g2; the default group is none"
+    );
 
-    assert_eq!(set(hub.user_connections("ann")), set([ids[0], ids[1]]));
-    assert_eq!(set(hub.user_connections("bob")), set([ids[2], ids[3]]));
-    assert!(hub.user_connections("nobody").is_empty());
-    assert!(hub.user_connections("").is_empty(), "anonymous is no user");
+    assert_eq!(
+        set(hub.local_user_connections("ann")),
+        set([ids[0], ids[1]])
+    );
+    assert_eq!(
+        set(hub.local_user_connections("bob")),
+        set([ids[2], ids[3]])
+    );
+    assert!(hub.local_user_connections("nobody").is_empty());
+    assert!(
+        hub.local_user_connections("").is_empty(),
+        "anonymous is no user"
+    );
 
-    assert_eq!(set(hub.group_connections("g1")), set([ids[0], ids[2]]));
-    assert_eq!(hub.group_connections("g2"), [ids[1]]);
-    assert!(hub.group_connections("nobody").is_empty());
+    assert_eq!(
+        set(hub.local_group_connections("g1")),
+        set([ids[0], ids[2]])
+    );
+    assert_eq!(hub.local_group_connections("g2"), [ids[1]]);
+    assert!(hub.local_group_connections("nobody").is_empty());
 
-    assert_eq!(hub.groups_of(ids[0]), Some(vec!["g1".to_owned()]));
-    assert_eq!(hub.groups_of(ids[1]), Some(vec!["g2".to_owned()]));
-    assert_eq!(hub.groups_of(ids[3]), Some(Vec::new()));
-    assert_eq!(hub.groups_of(ids[4]), Some(Vec::new()));
+    assert_eq!(hub.local_groups_of(ids[0]), Some(vec!["g1".to_owned()]));
+    assert_eq!(hub.local_groups_of(ids[1]), Some(vec!["g2".to_owned()]));
+    assert_eq!(hub.local_groups_of(ids[3]), Some(Vec::new()));
+    assert_eq!(hub.local_groups_of(ids[4]), Some(Vec::new()));
 
     assert!(hub.join(ids[4], "g3").await.expect("a single node answers"));
-    assert_eq!(hub.group_count(), 3);
-    assert_eq!(hub.group_connections("g3"), [ids[4]]);
+    assert_eq!(hub.local_group_count(), 3);
+    assert_eq!(hub.local_group_connections("g3"), [ids[4]]);
     assert!(hub
         .leave(ids[4], "g3")
         .await
         .expect("a single node answers"));
-    assert_eq!(hub.group_count(), 2, "an emptied group is not counted");
-    assert!(hub.group_connections("g3").is_empty());
     assert_eq!(
-        hub.connection_count(),
+        hub.local_group_count(),
+        2,
+        "an emptied group is not counted"
+    );
+    assert!(hub.local_group_connections("g3").is_empty());
+    assert_eq!(
+        hub.local_connection_count(),
         5,
         "membership does not change the count"
     );
@@ -344,7 +383,11 @@ async fn counts_drop_after_clients_disconnect() {
     let ids: Vec<ConnectionId> = c.iter().map(id_of).collect();
     let mut c: Vec<Option<Client>> = c.into_iter().map(Some).collect();
     assert_eq!(
-        (hub.connection_count(), hub.user_count(), hub.group_count()),
+        (
+            hub.local_connection_count(),
+            hub.local_user_count(),
+            hub.local_group_count()
+        ),
         (5, 2, 2)
     );
 
@@ -355,15 +398,15 @@ async fn counts_drop_after_clients_disconnect() {
         .expect("close");
     tab.expect_end().await;
     until("the connection count to drop to 4", || {
-        hub.connection_count() == 4
+        hub.local_connection_count() == 4
     })
     .await;
-    assert_eq!(hub.user_count(), 2, "ann still has a tab");
-    assert_eq!(hub.user_connections("ann"), [ids[0]]);
-    assert_eq!(hub.group_count(), 1, "g2 had only that tab");
-    assert!(hub.group_connections("g2").is_empty());
+    assert_eq!(hub.local_user_count(), 2, "ann still has a tab");
+    assert_eq!(hub.local_user_connections("ann"), [ids[0]]);
+    assert_eq!(hub.local_group_count(), 1, "g2 had only that tab");
+    assert!(hub.local_group_connections("g2").is_empty());
     assert_eq!(
-        hub.groups_of(ids[1]),
+        hub.local_groups_of(ids[1]),
         None,
         "a closed connection has no groups"
     );
@@ -380,23 +423,23 @@ async fn counts_drop_after_clients_disconnect() {
     // ann's other tab goes away without a close frame (TCP dropped): ann is no longer a user.
     drop(c[0].take());
     until("the connection count to drop to 3", || {
-        hub.connection_count() == 3
+        hub.local_connection_count() == 3
     })
     .await;
-    assert_eq!(hub.user_count(), 1, "only bob is left");
-    assert!(hub.user_connections("ann").is_empty());
-    assert_eq!(hub.group_connections("g1"), [ids[2]]);
+    assert_eq!(hub.local_user_count(), 1, "only bob is left");
+    assert!(hub.local_user_connections("ann").is_empty());
+    assert_eq!(hub.local_group_connections("g1"), [ids[2]]);
     assert_eq!(hub.send(&Envelope::new("x").to(Recipient::user("ann"))), 0);
     assert_eq!(hub.send(&Envelope::new("x").to(Recipient::all())), 3);
 
     // Everyone goes.
     c.clear();
     until("every connection to be gone", || {
-        hub.connection_count() == 0
+        hub.local_connection_count() == 0
     })
     .await;
-    assert_eq!((hub.user_count(), hub.group_count()), (0, 0));
-    assert!(ids.iter().all(|&id| hub.groups_of(id).is_none()));
+    assert_eq!((hub.local_user_count(), hub.local_group_count()), (0, 0));
+    assert!(ids.iter().all(|&id| hub.local_groups_of(id).is_none()));
     assert_eq!(hub.send(&Envelope::new("x").to(Recipient::all())), 0);
 }
 
@@ -443,4 +486,22 @@ async fn disconnect_user_closes_every_tab_of_that_user_only() {
     );
     assert_eq!(server.hub.send(&Envelope::new("marker")), 1);
     bob.recv_action("marker").await;
+}
+
+#[tokio::test]
+async fn on_a_single_node_the_cluster_wide_answers_are_the_local_ones() {
+    let server = TestServer::start().await;
+    let a = server.connect("?userId=ann&groupId=g1").await;
+    let _b = server.connect("?userId=bob").await;
+    let hub = &server.hub;
+    let a = id_of(&a);
+    assert_eq!(hub.connection_count().await, Ok(2));
+    assert_eq!(hub.user_count().await, Ok(2));
+    assert_eq!(hub.group_count().await, Ok(1));
+    assert_eq!(hub.user_connections("ann").await, Ok(vec![a]));
+    assert_eq!(hub.group_connections("g1").await, Ok(vec![a]));
+    assert_eq!(hub.groups_of(a).await, Ok(Some(vec!["g1".to_owned()])));
+    assert_eq!(hub.local_groups_of(a), Some(vec!["g1".to_owned()]));
+    let stranger: ConnectionId = "000102030405060708090a0b0c0d0e0f".parse().unwrap();
+    assert_eq!(hub.groups_of(stranger).await, Ok(None));
 }

@@ -173,14 +173,14 @@ async fn a_refusing_resolver_answers_with_its_own_response_and_opens_no_socket()
         );
         assert_eq!(refusal.body, "a valid x-token is required\n");
     }
-    assert_eq!(server.hub.connection_count(), 0);
-    assert_eq!(server.hub.user_count(), 0);
-    assert_eq!(server.hub.group_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
+    assert_eq!(server.hub.local_user_count(), 0);
+    assert_eq!(server.hub.local_group_count(), 0);
     assert_eq!(connects.load(Ordering::SeqCst), 0, "on_connect never ran");
 
     // The refusals held no place: the one place is free for an accepted socket.
     let (mut ann, _) = connect(&server, "", &[("x-token", "ann-token")]).await;
-    assert_eq!(server.hub.connection_count(), 1);
+    assert_eq!(server.hub.local_connection_count(), 1);
     assert_eq!(connects.load(Ordering::SeqCst), 1);
     expect_nothing_but_marker(&server, &mut ann).await;
 }
@@ -205,15 +205,15 @@ async fn the_resolvers_user_and_groups_win_over_the_query_string() {
 
     let hub = &server.hub;
     let ann_id = ann.id.parse().expect("a connection id");
-    let mut groups = hub.groups_of(ann_id).expect("ann is connected");
+    let mut groups = hub.local_groups_of(ann_id).expect("ann is connected");
     groups.sort();
     assert_eq!(groups, ["room-1", "staff"]);
     let guest_id = guest.id.parse().expect("a connection id");
-    assert_eq!(hub.groups_of(guest_id), Some(vec![]));
-    assert_eq!(hub.user_connections("ann"), [ann_id]);
-    assert!(hub.user_connections("mallory").is_empty());
-    assert!(hub.group_connections("admins").is_empty());
-    assert_eq!(hub.user_count(), 1);
+    assert_eq!(hub.local_groups_of(guest_id), Some(vec![]));
+    assert_eq!(hub.local_user_connections("ann"), [ann_id]);
+    assert!(hub.local_user_connections("mallory").is_empty());
+    assert!(hub.local_group_connections("admins").is_empty());
+    assert_eq!(hub.local_user_count(), 1);
 }
 
 /// A resolver whose answer holds an id longer than `max_id_len` is an application bug: the
@@ -251,7 +251,7 @@ async fn a_resolver_answer_with_an_id_longer_than_max_id_len_is_500() {
             "{who}: {refusal:?}"
         );
     }
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 
     // The refusals held no place; a query-string userId over the limit is ignored, as the
     // whole query string is when a resolver decides.
@@ -553,7 +553,7 @@ async fn a_socket_needs_a_live_session_cookie_and_connects_as_its_user() {
     assert_eq!(refusal.status, 401, "an unknown session: {refusal:?}");
     let refusal = refused(&server, "", &[("cookie", "other=1")]).await;
     assert_eq!(refusal.status, 401, "another cookie: {refusal:?}");
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 
     let cookie = log_in(&server, "ann").await;
     let other_cookies = format!("theme=dark; {cookie}; lang=en");
@@ -567,8 +567,8 @@ async fn a_socket_needs_a_live_session_cookie_and_connects_as_its_user() {
         about(&connected),
         &json!({"connectionId": ann.id, "userId": "ann", "groupId": ""})
     );
-    assert_eq!(server.hub.connection_count(), 1);
-    assert_eq!(server.hub.user_connections("ann").len(), 1);
+    assert_eq!(server.hub.local_connection_count(), 1);
+    assert_eq!(server.hub.local_user_connections("ann").len(), 1);
 }
 
 #[tokio::test]
@@ -608,7 +608,7 @@ async fn forwards_pass_the_apps_own_auth_middleware_until_the_session_ends() {
     assert_eq!(error["message"]["detail"], "log in first", "{error}");
 
     // The socket stays open, and the old cookie opens no new one.
-    assert_eq!(server.hub.connection_count(), 1);
+    assert_eq!(server.hub.local_connection_count(), 1);
     expect_nothing_but_marker(&server, &mut ann).await;
     let refusal = refused(&server, "", &[("cookie", &cookie)]).await;
     assert_eq!(refusal.status, 401);
@@ -923,7 +923,7 @@ async fn disconnect_event_comes_after_the_socket_ended_and_after_its_earlier_for
     })
     .await;
     until("the hub to drop the closed socket", || {
-        server.hub.connection_count() == 0
+        server.hub.local_connection_count() == 0
     })
     .await;
     // The socket has ended but its `slow` forward is unanswered: `__disconnect` waits for it.
@@ -1083,7 +1083,7 @@ async fn callbacks_and_events_fire_once_when_the_tcp_connection_drops() {
         .expect("a connection id")
         .to_owned();
     until("the socket to be registered", || {
-        server.hub.connection_count() == 1
+        server.hub.local_connection_count() == 1
     })
     .await;
 

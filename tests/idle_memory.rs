@@ -86,7 +86,7 @@ async fn an_idle_connection_returns_to_its_footprint_after_a_large_frame_either_
         clients.push(client);
     }
     until("every client registered", || {
-        server.hub.connection_count() == CLIENTS
+        server.hub.local_connection_count() == CLIENTS
     })
     .await;
     // One small frame each way first, so that what a connection allocates once (its queue's

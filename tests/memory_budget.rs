@@ -30,7 +30,7 @@ async fn past_the_budget_the_connections_furthest_behind_are_closed_with_1013() 
         stopped.push(RawWs::connect(server.addr, &format!("?groupId=s{i}"), Some(4096)).await);
     }
     until("every client registered", || {
-        server.hub.connection_count() == STOPPED + 1
+        server.hub.local_connection_count() == STOPPED + 1
     })
     .await;
 
@@ -38,7 +38,12 @@ async fn past_the_budget_the_connections_furthest_behind_are_closed_with_1013() 
     // full and what waits passes the budget.
     let padding = "x".repeat(64 * 1024);
     let mut rounds = 0;
-    while (0..STOPPED).any(|i| !server.hub.group_connections(&format!("s{i}")).is_empty()) {
+    while (0..STOPPED).any(|i| {
+        !server
+            .hub
+            .local_group_connections(&format!("s{i}"))
+            .is_empty()
+    }) {
         rounds += 1;
         assert!(rounds <= 1000, "not all shed after {rounds} rounds");
         for i in 0..STOPPED {
@@ -59,7 +64,11 @@ async fn past_the_budget_the_connections_furthest_behind_are_closed_with_1013() 
     }
     server.send_marker();
     reader.recv_action("marker").await;
-    assert_eq!(server.hub.connection_count(), 1, "the reader is still here");
+    assert_eq!(
+        server.hub.local_connection_count(),
+        1,
+        "the reader is still here"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -269,7 +269,7 @@ async fn graceful_shutdown_ends_by_its_deadline_and_closes_websockets_with_1001(
         "shutdown took {took:?}; its deadline is {deadline:?}"
     );
     expect_closed(&mut half, "the half-sent connection to be dropped").await;
-    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(server.hub.local_connection_count(), 0);
 }
 
 /// A route that tells the test it has started, then answers when the test releases it.

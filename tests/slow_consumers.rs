@@ -65,7 +65,7 @@ async fn readers_slower_than_a_burst_get_all_of_it_while_a_client_that_stopped_i
     let readers = server.connect_many(READERS, "?groupId=g").await;
     let mut stopped = RawWs::connect(server.addr, "?groupId=g", Some(4096)).await;
     until("every client registered", || {
-        server.hub.group_connections("g").len() == READERS + 1
+        server.hub.local_group_connections("g").len() == READERS + 1
     })
     .await;
     let readers: Vec<_> = readers
@@ -78,7 +78,7 @@ async fn readers_slower_than_a_burst_get_all_of_it_while_a_client_that_stopped_i
     let hub = server.hub.clone();
     let stopped = tokio::spawn(async move {
         until("the client that stopped to be closed", || {
-            hub.group_connections("g").len() == READERS
+            hub.local_group_connections("g").len() == READERS
         })
         .await;
         expect_in_order_then_closed(&mut stopped, 1008).await
@@ -110,7 +110,7 @@ async fn readers_slower_than_a_burst_get_all_of_it_while_a_client_that_stopped_i
         still_open.push(client);
     }
     assert_eq!(
-        server.hub.group_connections("g").len(),
+        server.hub.local_group_connections("g").len(),
         READERS,
         "the readers are connected, the client that stopped is not"
     );
@@ -148,12 +148,15 @@ async fn a_client_whose_socket_takes_nothing_is_closed_after_the_stall_timeout()
     .await;
     let mut stopped = RawWs::connect(server.addr, "?groupId=stopped", Some(4096)).await;
     let mut reader = server.connect("?groupId=reader").await;
-    until("both registered", || server.hub.connection_count() == 2).await;
+    until("both registered", || {
+        server.hub.local_connection_count() == 2
+    })
+    .await;
 
     // Until the kernel's buffers are full (they grow to a few MB) and frames wait, far less
     // than the bound; the client is closed once its socket has taken nothing for 300 ms.
     let mut rounds = 0;
-    while !server.hub.group_connections("stopped").is_empty() {
+    while !server.hub.local_group_connections("stopped").is_empty() {
         rounds += 1;
         assert!(rounds <= 200, "not closed after 200 rounds of 100 frames");
         send_to(&server, "stopped", (rounds - 1) * 100..rounds * 100).await;
@@ -179,7 +182,7 @@ async fn a_client_that_reads_slowly_but_steadily_is_not_stalled() {
     let mut slow = RawWs::connect(server.addr, "?groupId=slow", Some(4096)).await;
     let connected = slow.text().await;
     assert!(connected.contains("__connected"));
-    until("registered", || server.hub.connection_count() == 1).await;
+    until("registered", || server.hub.local_connection_count() == 1).await;
 
     // About 600 KB, read a frame every 10 ms: its socket takes bytes at least every 300 ms,
     // though the whole takes over a second.
@@ -191,5 +194,5 @@ async fn a_client_that_reads_slowly_but_steadily_is_not_stalled() {
         assert_eq!(sequence_number(&text), Some(n), "in order");
     }
     assert!(slow.text().await.contains("marker"));
-    assert_eq!(server.hub.connection_count(), 1, "still connected");
+    assert_eq!(server.hub.local_connection_count(), 1, "still connected");
 }

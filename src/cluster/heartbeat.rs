@@ -11,19 +11,23 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::interest::Interest;
+use super::records::FORGET_FN;
 use super::{Backoff, Link};
 use crate::node::Node;
 
-/// How many dead nodes one beat removes (a script blocks Redis while it runs).
+/// How many dead nodes one beat removes, and how many connection records of each (a script
+/// blocks Redis while it runs; a node with more is finished on the next beats).
 const REAP_AT_MOST: usize = 8;
+const RECORDS_AT_MOST: usize = 2000;
 
 /// Beats, reaps dead nodes, and removes this node's entry in the set of nodes.
 ///
-/// ARGV: prefix, this node, how long (ms) since its last beat a node is dead, how many to reap.
-/// Returns `{this node was known and alive before this beat (1 or 0), reaped ids...}`.
+/// ARGV: prefix, this node, how long (ms) since its last beat a node is dead, how many nodes and
+/// how many records of each to remove. Returns `{this node was known and alive before this beat
+/// (1 or 0), removed ids...}`. Needs `records::FORGET_FN` before it.
 const BEAT: &str = r"
 local prefix, node = ARGV[1], ARGV[2]
-local dead_after, most = tonumber(ARGV[3]), tonumber(ARGV[4])
+local dead_after, most, records = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local nodes = prefix .. ':nodes'
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -34,13 +38,21 @@ local result = {alive and 1 or 0}
 if alive then
   local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_after - 1, 'LIMIT', 0, most)
   for _, gone in ipairs(dead) do
+    -- First out of routing, then its connections' records, a bounded number per beat.
     local scopes = prefix .. ':ns:' .. gone
     for _, key in ipairs(redis.call('SMEMBERS', scopes)) do
       redis.call('SREM', key, gone)
     end
     redis.call('DEL', scopes)
-    redis.call('ZREM', nodes, gone)
-    table.insert(result, gone)
+    local hash = prefix .. ':c:' .. gone
+    local conns = redis.call('HKEYS', hash)
+    for i = 1, math.min(#conns, records) do
+      forget(prefix, hash, conns[i])
+    end
+    if #conns <= records then
+      redis.call('ZREM', nodes, gone)
+      table.insert(result, gone)
+    end
   end
 end
 return result
@@ -64,7 +76,7 @@ impl Default for Pulse {
 
 /// Beats until the node is dropped.
 pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse, link: Link) {
-    let script = redis::Script::new(BEAT);
+    let script = redis::Script::new(&format!("{FORGET_FN}\n{BEAT}"));
     let mut connection = None;
     let mut backoff = Backoff::new(link.timings);
     let mut ticks = tokio::time::interval(pulse.every);
@@ -97,7 +109,8 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
             .arg(link.names.prefix())
             .arg(link.id.to_string())
             .arg(pulse.dead_after.as_millis() as u64)
-            .arg(REAP_AT_MOST);
+            .arg(REAP_AT_MOST)
+            .arg(RECORDS_AT_MOST);
         let beat = tokio::time::timeout(
             link.timings.command_timeout,
             invocation.invoke_async::<Vec<redis::Value>>(c),

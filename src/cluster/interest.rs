@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
+use super::records::Scripts;
 use super::{Backoff, Link};
+use crate::id::ConnectionId;
 use crate::membership::{Change, Scope, Watch};
 use crate::node::Node;
 
@@ -28,8 +30,16 @@ pub(crate) struct Interest {
 #[derive(Debug, Default)]
 struct Pending {
     scopes: HashSet<Key>,
-    /// Every group and user this node has: after Redis was away.
+    /// Connections whose record is to be written, or removed when they are gone.
+    connections: HashSet<ConnectionId>,
+    /// Every group, user and connection this node has: after Redis was away.
     everything: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        !self.everything && self.scopes.is_empty() && self.connections.is_empty()
+    }
 }
 
 impl Watch for Interest {
@@ -39,6 +49,11 @@ impl Watch for Interest {
             Scope::User(user) => (false, user.into()),
         };
         self.pending().scopes.insert(key);
+        self.wake.notify_one();
+    }
+
+    fn connection_changed(&self, connection: ConnectionId) {
+        self.pending().connections.insert(connection);
         self.wake.notify_one();
     }
 }
@@ -65,11 +80,13 @@ impl Interest {
         let mut pending = self.pending();
         pending.everything |= failed.everything;
         pending.scopes.extend(failed.scopes);
+        pending.connections.extend(failed.connections);
     }
 }
 
 /// Writes changes as they are noted, until the node is dropped.
 pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
+    let scripts = Scripts::new();
     let mut connection = None;
     let mut backoff = Backoff::new(link.timings);
     loop {
@@ -80,10 +97,10 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
                 return;
             };
             let pending = interest.take();
-            if !pending.everything && pending.scopes.is_empty() {
+            if pending.is_empty() {
                 break;
             }
-            let pipe = pipeline(&node, &pending, &link);
+            let pipe = pipeline(&node, &pending, &scripts, &link);
             drop(node);
             let written = match connection.as_mut() {
                 Some(c) => {
@@ -94,7 +111,7 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
                         Err(_) => Err("timed out".to_owned()),
                     }
                 }
-                None => match link.connect().await {
+                None => match connect(&scripts, &link).await {
                     Ok(c) => {
                         connection = Some(c);
                         // Written on the next turn, with anything noted meanwhile.
@@ -117,8 +134,19 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
     }
 }
 
-/// `SADD` this node to the set of each group and user it has, `SREM` it from the others.
-fn pipeline(node: &Node, pending: &Pending, link: &Link) -> redis::Pipeline {
+/// A command connection with the record scripts loaded.
+async fn connect(
+    scripts: &Scripts,
+    link: &Link,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let mut connection = link.connect().await?;
+    scripts.load(&mut connection, link).await?;
+    Ok(connection)
+}
+
+/// `SADD` this node to the set of each group and user it has, `SREM` it from the others; write
+/// the record of each connection that changed, or remove it when the connection is gone.
+fn pipeline(node: &Node, pending: &Pending, scripts: &Scripts, link: &Link) -> redis::Pipeline {
     let id = link.id.to_string();
     // The keys this node is in, so that a node that finds it dead can take it out of them.
     let own = link.names.scopes_of(link.id);
@@ -149,6 +177,36 @@ fn pipeline(node: &Node, pending: &Pending, link: &Link) -> redis::Pipeline {
         let key = key(*group, name);
         pipe.cmd(command).arg(&key).arg(&id).ignore();
         pipe.cmd(command).arg(&own).arg(&key).ignore();
+    }
+    let everyone;
+    let connections: Box<dyn Iterator<Item = &ConnectionId>> = if pending.everything {
+        everyone = node.connections();
+        Box::new(everyone.iter().chain(&pending.connections))
+    } else {
+        Box::new(pending.connections.iter())
+    };
+    for &connection in connections {
+        let invocation = match node.record(connection) {
+            Some((user, groups)) => {
+                let mut invocation = scripts.put.prepare_invoke();
+                invocation
+                    .arg(link.names.prefix())
+                    .arg(&id)
+                    .arg(connection.to_string())
+                    .arg(user)
+                    .arg(groups);
+                invocation
+            }
+            None => {
+                let mut invocation = scripts.forget.prepare_invoke();
+                invocation
+                    .arg(link.names.prefix())
+                    .arg(&id)
+                    .arg(connection.to_string());
+                invocation
+            }
+        };
+        pipe.invoke_script(&invocation).ignore();
     }
     pipe
 }

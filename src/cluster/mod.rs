@@ -16,6 +16,7 @@
 //! | `subscriber.rs` | envelopes from the other nodes into this node's registry; gaps |
 //! | `interest.rs` | this node's groups and users in Redis, kept in step with the registry |
 //! | `heartbeat.rs` | which nodes are alive; removing the membership of those that died |
+//! | `records.rs` | every connection's user and groups in Redis, and the questions about them |
 //! | `tally.rs` | what the other nodes report of a publish that asks how many got it |
 //! | `health.rs` | whether Redis is reachable now, and what was missed or dropped |
 //!
@@ -25,6 +26,7 @@ mod health;
 mod heartbeat;
 mod interest;
 mod publisher;
+mod records;
 mod subscriber;
 mod tally;
 mod wire;
@@ -43,6 +45,7 @@ use crate::websocket::Frame;
 use health::Health;
 use interest::Interest;
 use publisher::{Outgoing, Publisher, Reach};
+pub(crate) use records::{Answer, Question};
 use tally::Tallies;
 pub(crate) use tally::{count, Ticket};
 use wire::{Names, NodeId};
@@ -154,6 +157,10 @@ pub(crate) struct Cluster {
     health: Arc<Health>,
     tallies: Arc<Tallies>,
     timings: Timings,
+    link: Link,
+    pulse: heartbeat::Pulse,
+    /// The connection questions go on (shared by every caller; opened on the first).
+    questions: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl Cluster {
@@ -198,7 +205,7 @@ impl Cluster {
             settings.pulse,
             link.clone(),
         ));
-        runtime.spawn(interest::run(interest, Arc::downgrade(&node), link));
+        runtime.spawn(interest::run(interest, Arc::downgrade(&node), link.clone()));
         tracing::info!(node = %id, prefix = %settings.prefix, "joining the cluster");
         (
             Self {
@@ -207,6 +214,9 @@ impl Cluster {
                 health,
                 tallies,
                 timings: settings.timings,
+                link,
+                pulse: settings.pulse,
+                questions: tokio::sync::Mutex::new(None),
             },
             node,
         )
@@ -215,6 +225,35 @@ impl Cluster {
     /// A fresh id for a connection of this node.
     pub(crate) fn connection_id(&self) -> Option<ConnectionId> {
         ConnectionId::random_on(self.id.0)
+    }
+
+    /// Asks Redis about the other nodes' connections (see `records.rs`), within the command
+    /// timeout.
+    pub(crate) async fn ask(&self, question: Question<'_>) -> Result<Answer, HubError> {
+        if !self.is_up() {
+            return Err(HubError::unavailable(
+                "the cluster's Redis is unreachable; only this node's connections are known",
+            ));
+        }
+        let mut connection = {
+            let mut shared = self.questions.lock().await;
+            match shared.as_ref() {
+                Some(connection) => connection.clone(),
+                None => {
+                    let connection = self.link.connect().await.map_err(|e| {
+                        HubError::unavailable(format!("cannot reach the cluster's Redis: {e}"))
+                    })?;
+                    shared.insert(connection).clone()
+                }
+            }
+        };
+        let dead_after = self.pulse.dead_after.as_millis() as u64;
+        let answer = records::ask(&mut connection, &self.link, dead_after, question).await;
+        if answer.is_err() {
+            // Perhaps a broken connection: the next question opens another.
+            *self.questions.lock().await = None;
+        }
+        answer
     }
 
     /// Whether `connection` is one of this node's (by its id; it may have closed since).

@@ -219,6 +219,18 @@ impl Remote {
         self.raw(&request).await
     }
 
+    /// GETs `path` with an optional bearer token; returns status, headers, body.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> RawResponse {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+            self.addr
+        );
+        self.raw(&request).await
+    }
+
     /// Publishes through the HTTP endpoint with the right token and returns `delivered`.
     pub async fn publish(&self, body: &str) -> u64 {
         let response = self.post("/api/publish", Some(TOKEN), body).await;

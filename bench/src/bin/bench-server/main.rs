@@ -204,7 +204,7 @@ async fn open_loop(
 impl Server {
     fn count(&self) -> usize {
         match self {
-            Self::Wshub(hub) => hub.connection_count(),
+            Self::Wshub(hub) => hub.local_connection_count(),
             Self::Tungstenite(registry, _) => registry.len(),
             Self::Raw(registry) => registry.len(),
         }
