@@ -219,19 +219,31 @@ impl Hub {
         None
     }
 
-    /// Routes like [`route`](Self::route); in a cluster, the other nodes report their counts to
-    /// `tally`.
-    pub(crate) fn route_tallied(&self, envelope: &Envelope, tally: &mut Tally) -> Routed {
+    /// In a cluster, sends `envelopes` to the other nodes first, as one bundle Redis takes whole
+    /// or not at all, and returns their frames once Redis has taken them, for
+    /// [`deliver_here`](Self::deliver_here); their counts go to `tally`. An error means nothing
+    /// was delivered anywhere. On a single node it only frames them.
+    pub(crate) async fn send_confirmed(
+        &self,
+        envelopes: &[Envelope],
+        tally: &mut Tally,
+    ) -> Result<Vec<Frame>, HubError> {
+        let frames: Vec<Frame> = envelopes.iter().map(|e| self.frame(e)).collect();
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
-            let frame = self.frame(envelope);
-            tally
-                .tickets
-                .extend(cluster.publish_counted(&envelope.recipients, &frame));
-            return self.inner.node.deliver(&envelope.recipients, || frame);
+            let sent = envelopes
+                .iter()
+                .map(|e| e.recipients.as_slice())
+                .zip(&frames);
+            tally.tickets = cluster.publish_confirmed(sent).await?;
         }
         let _ = tally;
-        self.route(envelope)
+        Ok(frames)
+    }
+
+    /// Delivers a frame to this node's connections only.
+    pub(crate) fn deliver_here(&self, envelope: &Envelope, frame: Frame) -> Routed {
+        self.inner.node.deliver(&envelope.recipients, || frame)
     }
 
     /// Whether an envelope sent now can reach every node: true on a single node; in a cluster,
@@ -384,26 +396,26 @@ impl Hub {
 
     /// The connections of a user (all of their tabs and devices), on every node.
     pub async fn user_connections(&self, user_id: &str) -> Result<Vec<ConnectionId>, HubError> {
-        let mut connections = self.local_user_connections(user_id);
+        let here = self.local_user_connections(user_id);
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             if let Answer::Connections(others) = cluster.ask(Question::User(user_id)).await? {
-                connections.extend(others);
+                return Ok(here.into_iter().chain(others).collect());
             }
         }
-        Ok(connections)
+        Ok(here)
     }
 
     /// The connections in a group, on every node.
     pub async fn group_connections(&self, group: &str) -> Result<Vec<ConnectionId>, HubError> {
-        let mut connections = self.local_group_connections(group);
+        let here = self.local_group_connections(group);
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             if let Answer::Connections(others) = cluster.ask(Question::Group(group)).await? {
-                connections.extend(others);
+                return Ok(here.into_iter().chain(others).collect());
             }
         }
-        Ok(connections)
+        Ok(here)
     }
 
     /// The groups a connection is in, whichever node it is on, or `None` when no node has it.

@@ -178,32 +178,34 @@ impl PublishService {
         };
         if !self.hub.reaches_cluster() {
             // Nothing delivered, not even here, so that the caller's retry cannot duplicate.
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return cluster_unavailable(
                 "the cluster's Redis is unreachable; nothing was delivered",
             );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
         }
         // The caller waits, rather than readers being closed, while a target is far behind
         // and still reading.
         let mut pace = Pace::patient(self.hub.config().stall_timeout);
         let mut delivered = 0;
-        let mut tally = self.hub.tally();
-        for envelope in &envelopes {
-            let routed = match tally.as_mut() {
-                Some(tally) => self.hub.route_tallied(envelope, tally),
-                None => self.hub.route(envelope),
-            };
-            delivered += routed.delivered;
-            pace.catch_up(routed.behind).await;
-        }
-        let Some(tally) = tally else {
+        let Some(mut tally) = self.hub.tally() else {
+            for envelope in &envelopes {
+                let routed = self.hub.route(envelope);
+                delivered += routed.delivered;
+                pace.catch_up(routed.behind).await;
+            }
             let answer = serde_json::json!({ "delivered": delivered });
             return json(StatusCode::OK, &answer);
         };
+        // A cluster: the other nodes first, confirmed by Redis, so that a refusal means that
+        // nothing was delivered anywhere and a retry cannot deliver twice.
+        let frames = match self.hub.send_confirmed(&envelopes, &mut tally).await {
+            Ok(frames) => frames,
+            Err(e) => return cluster_unavailable(e.detail()),
+        };
+        for (envelope, frame) in envelopes.iter().zip(frames) {
+            let routed = self.hub.deliver_here(envelope, frame);
+            delivered += routed.delivered;
+            pace.catch_up(routed.behind).await;
+        }
         let reported = tally.finish().await;
         let answer = serde_json::json!({
             "delivered": delivered + reported.delivered,
@@ -347,6 +349,15 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// The `503` of a cluster node that cannot reach the other nodes now.
+fn cluster_unavailable(detail: &str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, detail);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

@@ -458,3 +458,136 @@ async fn any_node_answers_for_every_nodes_connections() {
     let query = format!("?connection={}", c[2].id);
     until_who(&nodes[0], &query, json!({ "groups": null })).await;
 }
+
+#[tokio::test]
+async fn a_stopped_redis_gets_a_503_that_delivered_nothing_even_after_redis_wakes_up() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let mut on_a = a.connect("?userId=ann&groupId=g1").await;
+    let mut on_b = b.connect("?userId=bob&groupId=g1").await;
+    redis.until_member("wshub:g:g1", node_of(&on_b.id)).await;
+
+    redis.signal("STOP");
+    let probe = envelope(
+        "refused",
+        json!("x"),
+        json!([{"type": "group", "value": "g1"}]),
+    );
+    let started = tokio::time::Instant::now();
+    let response = a
+        .post("/api/publish", Some(TOKEN), &probe.to_string())
+        .await;
+    let answered = started.elapsed();
+    assert_eq!(response.status, 503, "{response:?}");
+    assert_eq!(response.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        response.body.contains("nothing was delivered"),
+        "{}",
+        response.body
+    );
+    eprintln!("a publish with Redis stopped was answered in {answered:?}");
+
+    // The sockets stay open, and a relay between this node's own connections still works.
+    on_a.send_json(&json!({"action": "local", "recipients": [{"type": "user", "value": "ann"}]}))
+        .await;
+    on_a.recv_action("local").await;
+
+    // Redis wakes up and runs what was waiting: the refused bundle is past its deadline.
+    redis.signal("CONT");
+    a.until_publishing().await;
+    b.until_publishing().await;
+    let after = envelope(
+        "after",
+        json!("y"),
+        json!([{"type": "group", "value": "g1"}]),
+    );
+    let response = a
+        .post("/api/publish", Some(TOKEN), &after.to_string())
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        on_b.recv().await["action"],
+        "after",
+        "b never got the refused envelope"
+    );
+    assert_eq!(on_a.recv().await["action"], "after", "nor did a");
+}
+
+#[tokio::test]
+async fn subscribers_killed_by_redis_subscribe_again_and_deliver() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let on_a = a.connect("?userId=ann&groupId=g1").await;
+    let mut on_b = b.connect("?userId=bob&groupId=g1").await;
+    redis.until_member("wshub:g:g1", node_of(&on_b.id)).await;
+    let inbox = format!("wshub:n:{}", node_of(&on_b.id));
+
+    let killed = redis
+        .try_command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await;
+    assert_eq!(killed.as_deref(), Some(":2"), "both nodes' subscribers");
+    until_subscribed(&redis, &inbox).await;
+    a.until_publishing().await;
+    let back = envelope("back", json!(1), json!([{"type": "user", "value": "bob"}]));
+    let response = a.post("/api/publish", Some(TOKEN), &back.to_string()).await;
+    assert_eq!(response.json()["delivered"], 1, "{response:?}");
+    on_b.recv_action("back").await;
+    drop(on_a);
+}
+
+#[tokio::test]
+async fn a_subscriber_dropped_for_a_full_output_buffer_subscribes_again() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis).await;
+    let b = Node::start(&redis).await;
+    let mut on_b = b.connect("?userId=bob&groupId=g1").await;
+    redis.until_member("wshub:g:g1", node_of(&on_b.id)).await;
+    let inbox = format!("wshub:n:{}", node_of(&on_b.id));
+    let limit = [
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 64kb 64kb 1",
+    ];
+    assert_eq!(redis.try_command(&limit).await.as_deref(), Some("+OK"));
+
+    // Node b stops reading; once the kernel's buffers are full, what Redis holds for its
+    // subscriber passes the limit. (Addressed by connection id: b's inbox, even after the
+    // others take b for dead.)
+    b.signal("STOP");
+    let to_b = json!([{"type": "connection", "value": on_b.id}]);
+    let big = envelope("big", json!("x".repeat(512 * 1024)), to_b).to_string();
+    within("Redis to drop b's subscriber", async {
+        while redis.subscribers(&inbox).await != Some(0) {
+            let response = a.post("/api/publish", Some(TOKEN), &big).await;
+            assert_eq!(response.status, 200, "{response:?}");
+        }
+    })
+    .await;
+    b.signal("CONT");
+    until_subscribed(&redis, &inbox).await;
+    b.until_publishing().await;
+    // What b missed is a gap (logged and counted by b); what is sent now arrives.
+    let back = envelope("back", json!(1), json!([{"type": "user", "value": "bob"}]));
+    let response = a.post("/api/publish", Some(TOKEN), &back.to_string()).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    within("b to get the envelope sent after its gap", async {
+        loop {
+            if on_b.recv().await["action"] == "back" {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits until `channel` has a subscriber again.
+async fn until_subscribed(redis: &Redis, channel: &str) {
+    let what = format!("a subscriber on {channel}");
+    common::until_async(&what, || async {
+        redis.subscribers(channel).await == Some(1)
+    })
+    .await;
+}

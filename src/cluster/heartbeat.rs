@@ -7,8 +7,9 @@
 //! outage (or a Redis restarted empty) reaps nobody on its first beat. If it finds that it was
 //! itself taken for dead, it writes its whole membership again.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::interest::Interest;
 use super::records::FORGET_FN;
@@ -24,7 +25,7 @@ const RECORDS_AT_MOST: usize = 2000;
 ///
 /// ARGV: prefix, this node, how long (ms) since its last beat a node is dead, how many nodes and
 /// how many records of each to remove. Returns `{this node was known and alive before this beat
-/// (1 or 0), removed ids...}`. Needs `records::FORGET_FN` before it.
+/// (1 or 0), Redis's time (ms), removed ids...}`. Needs `records::FORGET_FN` before it.
 const BEAT: &str = r"
 local prefix, node = ARGV[1], ARGV[2]
 local dead_after, most, records = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -34,7 +35,7 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local last = redis.call('ZSCORE', nodes, node)
 local alive = last and (now - tonumber(last)) <= dead_after
 redis.call('ZADD', nodes, now, node)
-local result = {alive and 1 or 0}
+local result = {alive and 1 or 0, now}
 if alive then
   local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_after - 1, 'LIMIT', 0, most)
   for _, gone in ipairs(dead) do
@@ -57,6 +58,38 @@ if alive then
 end
 return result
 ";
+
+/// Redis's clock as this node sees it: the offset from its own, measured at each beat to within
+/// half a round trip. Deadlines that Redis checks are set on it.
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    /// Redis's time minus this node's, in ms, once `known`.
+    offset: AtomicI64,
+    known: AtomicBool,
+}
+
+impl Clock {
+    fn local_ms() -> i64 {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn set(&self, offset: i64) {
+        self.offset.store(offset, Ordering::Relaxed);
+        self.known.store(true, Ordering::Release);
+    }
+
+    /// Redis's time now (ms), once a beat has measured it.
+    pub(crate) fn now(&self) -> Option<u64> {
+        if !self.known.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = Self::local_ms().saturating_add(self.offset.load(Ordering::Relaxed));
+        u64::try_from(now).ok()
+    }
+}
 
 /// How often a node beats, and after how long without a beat it is dead.
 #[derive(Debug, Clone, Copy)]
@@ -111,11 +144,13 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
             .arg(pulse.dead_after.as_millis() as u64)
             .arg(REAP_AT_MOST)
             .arg(RECORDS_AT_MOST);
+        let sent = Clock::local_ms();
         let beat = tokio::time::timeout(
             link.timings.command_timeout,
             invocation.invoke_async::<Vec<redis::Value>>(c),
         )
         .await;
+        let received = Clock::local_ms();
         let result = match beat {
             Ok(Ok(result)) => result,
             failed => {
@@ -129,6 +164,10 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
             }
         };
         let alive = matches!(result.first(), Some(redis::Value::Int(1)));
+        if let Some(redis::Value::Int(now)) = result.get(1) {
+            // Redis read its clock about halfway through the round trip.
+            link.clock.set(*now - (sent + received) / 2);
+        }
         if !alive && was_alive {
             // New, or back after being taken for dead: the others may have removed this
             // node's membership.
@@ -137,7 +176,7 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
         was_alive = alive;
         let reaped: Vec<String> = result
             .iter()
-            .skip(1)
+            .skip(2)
             .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
             .collect();
         if !reaped.is_empty() {

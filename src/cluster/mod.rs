@@ -44,7 +44,7 @@ use crate::websocket::Frame;
 
 use health::Health;
 use interest::Interest;
-use publisher::{Outgoing, Publisher, Reach};
+use publisher::{Bundle, Outgoing, Publisher, Reach};
 pub(crate) use records::{Answer, Question};
 use tally::Tallies;
 pub(crate) use tally::{count, Ticket};
@@ -188,6 +188,7 @@ impl Cluster {
             timings: settings.timings,
             health: Arc::clone(&health),
             tallies: Arc::clone(&tallies),
+            clock: Arc::default(),
         };
         let interest = Arc::new(Interest::default());
         let node = node(Arc::clone(&interest) as Arc<dyn Watch>);
@@ -302,7 +303,7 @@ impl Cluster {
             ticket: Some(ticket.id()),
             message,
         };
-        if !self.publisher.offer(outgoing) {
+        if !self.publisher.offer(Bundle::one(outgoing)) {
             return Err(HubError::unavailable(
                 "the queue to Redis is full; nothing was done on other nodes",
             ));
@@ -327,40 +328,81 @@ impl Cluster {
     /// Sends `frame` to the other nodes that `recipients` may select a connection on. Never
     /// waits: it is queued for this node's one publisher, which keeps the order.
     pub(crate) fn publish(&self, recipients: &[Recipient], frame: &Frame) {
-        self.send(recipients, frame, None);
-    }
-
-    /// Like [`publish`](Self::publish), and the nodes it reaches report how many connections
-    /// they queued it to ([`count`]). `None` when it goes to no other node.
-    pub(crate) fn publish_counted(
-        &self,
-        recipients: &[Recipient],
-        frame: &Frame,
-    ) -> Option<Ticket> {
-        let ticket = self.tallies.open();
-        self.send(recipients, frame, Some(ticket.id()))
-            .then_some(ticket)
-    }
-
-    /// Queues `frame` for the nodes `recipients` may reach; false when that is no other node.
-    fn send(&self, recipients: &[Recipient], frame: &Frame, ticket: Option<u64>) -> bool {
         let Some(reach) = reach(recipients, self.id) else {
-            return false;
+            return;
         };
-        let message = wire::encode(self.id, ticket, recipients, frame);
-        if !self.publisher.offer(Outgoing {
+        let outgoing = Outgoing {
             reach,
-            ticket,
-            message,
-        }) {
+            ticket: None,
+            message: wire::encode(self.id, None, recipients, frame),
+        };
+        if !self.publisher.offer(Bundle::one(outgoing)) {
             self.health.dropped(1, "the queue to Redis is full");
-            if let Some(ticket) = ticket {
-                self.tallies.failed(ticket);
-            }
         }
-        true
+    }
+
+    /// Sends envelopes (already framed) to the other nodes with targets as one bundle that Redis
+    /// takes whole or not at all, and waits until Redis has taken it, [`CONFIRM_WAIT`] at most.
+    /// The nodes it reaches report how many connections they queued each to ([`count`], with the
+    /// returned tickets).
+    ///
+    /// An error means that nothing was delivered on any node, and nothing will be: the bundle
+    /// carries a deadline on Redis's clock, [`CONFIRM_DEADLINE`] from now, past which the routing
+    /// script refuses it, so a Redis that was stopped and runs it later sends nothing. (What
+    /// remains: Redis ran it in time and its answer took longer than the difference to come
+    /// back.)
+    pub(crate) async fn publish_confirmed<'a>(
+        &self,
+        envelopes: impl Iterator<Item = (&'a [Recipient], &'a Frame)>,
+    ) -> Result<Vec<Ticket>, HubError> {
+        let Some(now) = self.link.clock.now() else {
+            return Err(HubError::unavailable(
+                "this node has not heard from the cluster's Redis yet; nothing was delivered",
+            ));
+        };
+        let mut tickets = Vec::new();
+        let mut parts = Vec::new();
+        for (recipients, frame) in envelopes {
+            let Some(reach) = reach(recipients, self.id) else {
+                continue;
+            };
+            let ticket = self.tallies.open();
+            let message = wire::encode(self.id, Some(ticket.id()), recipients, frame);
+            parts.push(Outgoing {
+                reach,
+                ticket: Some(ticket.id()),
+                message,
+            });
+            tickets.push(ticket);
+        }
+        if parts.is_empty() {
+            return Ok(tickets);
+        }
+        let deadline = now + CONFIRM_DEADLINE.as_millis() as u64;
+        let bundle = Bundle {
+            parts,
+            deadline: Some(deadline),
+        };
+        if !self.publisher.offer(bundle) {
+            return Err(HubError::unavailable(
+                "the queue to the cluster's Redis is full; nothing was delivered",
+            ));
+        }
+        let wait = tokio::time::Instant::now() + CONFIRM_WAIT;
+        if !tally::confirmed(&tickets, wait).await {
+            return Err(HubError::unavailable(
+                "the cluster's Redis did not take the envelopes in time; nothing was delivered",
+            ));
+        }
+        Ok(tickets)
     }
 }
+
+/// How long the publish endpoint waits for Redis to take its envelopes before it answers `503`.
+pub(crate) const CONFIRM_WAIT: Duration = Duration::from_millis(80);
+/// How long after it was sent Redis may still run a confirmed bundle: well under
+/// [`CONFIRM_WAIT`], so that Redis's answer has the rest of it to come back.
+pub(crate) const CONFIRM_DEADLINE: Duration = Duration::from_millis(40);
 
 /// Which nodes an envelope may have targets on, or `None` when only this one.
 fn reach(recipients: &[Recipient], own: NodeId) -> Option<Reach> {
@@ -403,6 +445,7 @@ pub(crate) struct Link {
     pub(crate) timings: Timings,
     pub(crate) health: Arc<Health>,
     pub(crate) tallies: Arc<Tallies>,
+    pub(crate) clock: Arc<heartbeat::Clock>,
 }
 
 impl Link {

@@ -1,5 +1,11 @@
 //! This node's envelopes for the other nodes: one task, one Redis connection, so they leave (and
 //! arrive) in the order they were sent; what is queued when the task runs goes as one pipeline.
+//!
+//! What is queued is a bundle: the envelopes of one send (one for a relay, a whole array for the
+//! publish endpoint), run by one call of the routing script, so Redis takes all of them or none.
+//! A bundle with a deadline (on Redis's clock) is refused by the script once it has passed: the
+//! publish endpoint, which answers `503` when Redis does not confirm in time, can then be sure
+//! that a bundle Redis runs later, when it wakes up, delivers nothing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,37 +20,61 @@ use super::{Backoff, Link};
 /// What may wait for Redis, in message bytes: past it, envelopes for other nodes are dropped
 /// (and counted) rather than held while Redis is slow or away.
 const MAX_QUEUED: usize = 64 << 20;
-/// Messages in one pipeline.
+/// Bundles in one pipeline.
 const BATCH: usize = 256;
 
-/// Picks the nodes with a member of any named group or user, plus the nodes named directly, and
-/// publishes the message to each one's inbox but the sender's. Returns how many nodes received
-/// it (a node that is gone, not yet reaped, has no subscriber and does not count).
+/// Publishes a bundle of messages, unless its deadline has passed. For each, picks the nodes
+/// with a member of any named group or user, plus the nodes named directly, and publishes it to
+/// each one's inbox but the sender's; or, for everyone, on the broadcast channel. Returns, for
+/// each message, how many nodes received it (a node that is gone has no subscriber and does not
+/// count; a broadcast counts the sender's own subscriber), or -1 when the deadline had passed.
 ///
-/// ARGV: prefix, origin node, message, number of groups, the groups, number of users, the users,
-/// then node ids.
+/// ARGV: prefix, origin node, deadline (ms on Redis's clock, 0 for none), then per message: the
+/// message, the number of groups (-1: everyone) and the groups, the number of users and the
+/// users, the number of nodes and the nodes.
 const ROUTE: &str = r"
-local prefix, origin, message = ARGV[1], ARGV[2], ARGV[3]
-local nodes = {}
+local prefix, origin, deadline = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if deadline > 0 then
+  local time = redis.call('TIME')
+  if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > deadline then
+    return -1
+  end
+end
+local counts = {}
 local at = 4
-for _, kind in ipairs({':g:', ':u:'}) do
+local function names(kind, nodes)
   local count = tonumber(ARGV[at])
   for i = at + 1, at + count do
-    for _, node in ipairs(redis.call('SMEMBERS', prefix .. kind .. ARGV[i])) do
-      nodes[node] = true
+    if kind then
+      for _, node in ipairs(redis.call('SMEMBERS', prefix .. kind .. ARGV[i])) do
+        nodes[node] = true
+      end
+    else
+      nodes[ARGV[i]] = true
     end
   end
   at = at + count + 1
 end
-for i = at, #ARGV do
-  nodes[ARGV[i]] = true
+while at <= #ARGV do
+  local message = ARGV[at]
+  at = at + 1
+  if tonumber(ARGV[at]) < 0 then
+    at = at + 1
+    table.insert(counts, redis.call('PUBLISH', prefix .. ':all', message))
+  else
+    local nodes = {}
+    names(':g:', nodes)
+    names(':u:', nodes)
+    names(nil, nodes)
+    nodes[origin] = nil
+    local sent = 0
+    for node in pairs(nodes) do
+      sent = sent + redis.call('PUBLISH', prefix .. ':n:' .. node, message)
+    end
+    table.insert(counts, sent)
+  end
 end
-nodes[origin] = nil
-local sent = 0
-for node in pairs(nodes) do
-  sent = sent + redis.call('PUBLISH', prefix .. ':n:' .. node, message)
-end
-return sent
+return counts
 ";
 
 /// The nodes an envelope may have targets on.
@@ -65,7 +95,7 @@ pub(crate) struct Targets {
     pub(crate) nodes: Vec<NodeId>,
 }
 
-/// An envelope on its way to other nodes.
+/// A message on its way to other nodes.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) reach: Reach,
@@ -74,17 +104,42 @@ pub(crate) struct Outgoing {
     pub(crate) message: Vec<u8>,
 }
 
+/// Messages that Redis takes all together or not at all.
+#[derive(Debug)]
+pub(crate) struct Bundle {
+    pub(crate) parts: Vec<Outgoing>,
+    /// When Redis must no longer run it (ms, Redis's clock).
+    pub(crate) deadline: Option<u64>,
+}
+
+impl Bundle {
+    pub(crate) fn one(outgoing: Outgoing) -> Self {
+        Self {
+            parts: vec![outgoing],
+            deadline: None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(|o| o.message.len()).sum()
+    }
+
+    fn tickets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.parts.iter().filter_map(|o| o.ticket)
+    }
+}
+
 /// The sending side of the queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Publisher {
-    queue: mpsc::UnboundedSender<Outgoing>,
+    queue: mpsc::UnboundedSender<Bundle>,
     queued: Arc<AtomicUsize>,
 }
 
 /// The task's side of the queue.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    queue: mpsc::UnboundedReceiver<Outgoing>,
+    queue: mpsc::UnboundedReceiver<Bundle>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -99,9 +154,9 @@ impl Publisher {
         (Self { queue: tx, queued }, queue)
     }
 
-    /// Queues a message; false when the queue is over its bound (or the task is gone).
-    pub(crate) fn offer(&self, outgoing: Outgoing) -> bool {
-        let len = outgoing.message.len();
+    /// Queues a bundle; false when the queue is over its bound (or the task is gone).
+    pub(crate) fn offer(&self, bundle: Bundle) -> bool {
+        let len = bundle.bytes();
         let taken = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
@@ -110,7 +165,7 @@ impl Publisher {
         if taken.is_err() {
             return false;
         }
-        if self.queue.send(outgoing).is_err() {
+        if self.queue.send(bundle).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
@@ -122,7 +177,6 @@ impl Publisher {
 /// backoff while Redis is away) so that the node knows whether it can publish before it has to.
 pub(crate) async fn run(mut queue: Queue, link: Link) {
     let script = redis::Script::new(ROUTE);
-    let broadcast = link.names.broadcast();
     let origin = link.id.to_string();
     let mut connection: Option<MultiplexedConnection> = None;
     let mut backoff = Backoff::new(link.timings);
@@ -157,34 +211,29 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
         if received == 0 {
             return;
         }
-        let bytes: usize = batch.iter().map(|o| o.message.len()).sum();
+        let bytes: usize = batch.iter().map(Bundle::bytes).sum();
         queue.queued.fetch_sub(bytes, Ordering::AcqRel);
-        let count = batch.len();
+        let count: usize = batch.iter().map(|b| b.parts.len()).sum();
         let Some(c) = connection.as_mut() else {
             link.health.dropped(count, "Redis is unreachable");
-            for ticket in batch.drain(..).filter_map(|o| o.ticket) {
+            for ticket in batch
+                .drain(..)
+                .flat_map(|b| b.tickets().collect::<Vec<_>>())
+            {
                 link.tallies.failed(ticket);
             }
             continue;
         };
-        let pipe = pipeline(&batch, &script, &broadcast, &origin, &link);
+        let pipe = pipeline(&batch, &script, &origin, &link);
         let sent = tokio::time::timeout(
             link.timings.command_timeout,
-            pipe.query_async::<Vec<usize>>(c),
+            pipe.query_async::<Vec<redis::Value>>(c),
         )
         .await;
         let why = match sent {
-            Ok(Ok(reached)) => {
-                // A broadcast reaches every subscriber, this node's too, which ignores it.
-                let own = usize::from(link.health.is_subscribed());
-                for (outgoing, reached) in batch.drain(..).zip(reached) {
-                    if let Some(ticket) = outgoing.ticket {
-                        let others = match outgoing.reach {
-                            Reach::Everywhere => reached.saturating_sub(own),
-                            _ => reached,
-                        };
-                        link.tallies.sent(ticket, others);
-                    }
+            Ok(Ok(results)) => {
+                for (bundle, result) in batch.drain(..).zip(results) {
+                    settle(bundle, &result, &link);
                 }
                 continue;
             }
@@ -192,7 +241,10 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
             Err(_) => "timed out".to_owned(),
         };
         // Some of the batch may have gone out: sending it again could deliver twice.
-        for ticket in batch.drain(..).filter_map(|o| o.ticket) {
+        for ticket in batch
+            .drain(..)
+            .flat_map(|b| b.tickets().collect::<Vec<_>>())
+        {
             link.tallies.failed(ticket);
         }
         link.health.set_writing(false);
@@ -203,41 +255,66 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
     }
 }
 
-/// One pipeline for a batch: a `PUBLISH` on the broadcast channel, or the routing script.
+/// Tells the tallies what Redis did with a bundle: how many nodes each message reached, or that
+/// its deadline had passed and nothing was sent.
+fn settle(bundle: Bundle, result: &redis::Value, link: &Link) {
+    let Ok(counts) = redis::from_redis_value_ref::<Vec<usize>>(result) else {
+        // -1: too late, nothing was published.
+        for ticket in bundle.tickets() {
+            link.tallies.failed(ticket);
+        }
+        return;
+    };
+    // A broadcast reaches every subscriber, this node's too, which ignores it.
+    let own = usize::from(link.health.is_subscribed());
+    for (outgoing, reached) in bundle.parts.iter().zip(counts) {
+        if let Some(ticket) = outgoing.ticket {
+            let others = match outgoing.reach {
+                Reach::Everywhere => reached.saturating_sub(own),
+                _ => reached,
+            };
+            link.tallies.sent(ticket, others);
+        }
+    }
+}
+
+/// One pipeline for a batch: a call of the routing script per bundle.
 fn pipeline(
-    batch: &[Outgoing],
+    batch: &[Bundle],
     script: &redis::Script,
-    broadcast: &str,
     origin: &str,
     link: &Link,
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    for outgoing in batch {
-        match &outgoing.reach {
-            Reach::Everywhere => {
-                pipe.cmd("PUBLISH").arg(broadcast).arg(&outgoing.message);
-            }
-            Reach::Node(node) => {
-                pipe.cmd("PUBLISH")
-                    .arg(link.names.inbox(*node))
-                    .arg(&outgoing.message);
-            }
-            Reach::Nodes(targets) => {
-                let mut invocation = script.prepare_invoke();
-                invocation
-                    .arg(link.names.prefix())
-                    .arg(origin)
-                    .arg(&outgoing.message)
-                    .arg(targets.groups.len())
-                    .arg(&targets.groups)
-                    .arg(targets.users.len())
-                    .arg(&targets.users);
-                for node in &targets.nodes {
-                    invocation.arg(node.to_string());
+    for bundle in batch {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(link.names.prefix())
+            .arg(origin)
+            .arg(bundle.deadline.unwrap_or(0));
+        for outgoing in &bundle.parts {
+            invocation.arg(&outgoing.message);
+            match &outgoing.reach {
+                Reach::Everywhere => {
+                    invocation.arg(-1);
                 }
-                pipe.invoke_script(&invocation);
+                Reach::Nodes(targets) => {
+                    invocation
+                        .arg(targets.groups.len())
+                        .arg(&targets.groups)
+                        .arg(targets.users.len())
+                        .arg(&targets.users)
+                        .arg(targets.nodes.len());
+                    for node in &targets.nodes {
+                        invocation.arg(node.to_string());
+                    }
+                }
+                Reach::Node(node) => {
+                    invocation.arg(0).arg(0).arg(1).arg(node.to_string());
+                }
             }
         }
+        pipe.invoke_script(&invocation);
     }
     pipe
 }

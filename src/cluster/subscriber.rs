@@ -12,7 +12,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::Instant;
 
 use super::interest::Interest;
-use super::publisher::{Outgoing, Publisher, Reach};
+use super::publisher::{Bundle, Outgoing, Publisher, Reach};
 use super::wire::{self, Message, NodeId};
 use super::{Backoff, Link};
 use crate::node::Node;
@@ -162,7 +162,7 @@ fn answer(publisher: &Publisher, link: &Link, origin: NodeId, ticket: u64, count
         ticket: None,
         message: wire::encode_count(link.id, ticket, count),
     };
-    if !publisher.offer(answer) {
+    if !publisher.offer(Bundle::one(answer)) {
         link.health.dropped(1, "the queue to Redis is full");
     }
 }

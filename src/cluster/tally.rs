@@ -100,6 +100,37 @@ impl Drop for Ticket {
     }
 }
 
+/// Waits until Redis has taken every ticket's envelope (or failed to), `deadline` at most; true
+/// when it took them all.
+pub(crate) async fn confirmed(tickets: &[Ticket], deadline: Instant) -> bool {
+    let Some(first) = tickets.first() else {
+        return true;
+    };
+    let tallies = &first.tallies;
+    loop {
+        let changed = tallies.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (settled, taken) = {
+            let open = tallies.lock();
+            let tallies: Vec<Option<&Tally>> = tickets.iter().map(|t| open.get(&t.id)).collect();
+            let settled = tallies
+                .iter()
+                .all(|t| t.is_some_and(|t| t.failed || t.nodes.is_some()));
+            let taken = tallies
+                .iter()
+                .all(|t| t.is_some_and(|t| !t.failed && t.nodes.is_some()));
+            (settled, taken)
+        };
+        if settled {
+            return taken;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return false;
+        }
+    }
+}
+
 /// Waits until every ticket is answered by every node it reached, or until `deadline`, and adds
 /// up what was reported.
 pub(crate) async fn count(tickets: Vec<Ticket>, deadline: Instant) -> Count {

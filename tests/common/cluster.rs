@@ -58,6 +58,16 @@ impl Redis {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server, as `kill -<signal>` would.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("redis-server is running");
+        signal_pid(pid, signal);
+    }
+
     /// Sends one command and returns the first line of the reply (`+PONG`, `:1`, `*2`, …).
     pub async fn try_command(&self, args: &[&str]) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
@@ -72,6 +82,24 @@ impl Redis {
             .await
             .ok()?;
         Some(line.trim_end().to_owned())
+    }
+
+    /// How many subscribers `channel` has (`PUBSUB NUMSUB`), or `None` when Redis does not
+    /// answer.
+    pub async fn subscribers(&self, channel: &str) -> Option<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        let request = format!(
+            "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n${}\r\n{channel}\r\n",
+            channel.len()
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        // *2, $len, the channel, :count
+        let mut lines = BufReader::new(&mut stream).lines();
+        let mut last = String::new();
+        for _ in 0..4 {
+            last = lines.next_line().await.ok()??;
+        }
+        last.strip_prefix(':')?.parse().ok()
     }
 
     /// Waits until `node` (8 hex digits) is in the set at `key`: this node's membership has
@@ -151,6 +179,11 @@ impl Node {
         .await;
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the node's process.
+    pub fn signal(&self, signal: &str) {
+        signal_pid(self.child.id().expect("the node is running"), signal);
+    }
+
     /// Kills it at once (SIGKILL).
     pub async fn kill(&mut self) {
         self.child.start_kill().ok();
@@ -178,6 +211,15 @@ fn example(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+fn signal_pid(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 async fn free_port() -> u16 {
