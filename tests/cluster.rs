@@ -591,3 +591,142 @@ async fn until_subscribed(redis: &Redis, channel: &str) {
     })
     .await;
 }
+
+/// A connection of the reference model: where it is, its id, user and groups.
+struct Model {
+    id: String,
+    user: String,
+    groups: Vec<String>,
+}
+
+/// PROTOCOL.md §2, written out plainly: the union of the includes (everyone when there are only
+/// excludes), minus the excludes; an empty list is the connections in no group.
+fn reference(model: &[Model], recipients: &[(String, String)]) -> Vec<usize> {
+    let selects = |m: &Model, (kind, value): &(String, String)| match kind.as_str() {
+        "all" => true,
+        "group" | "allButGroup" => m.groups.contains(value),
+        "user" | "allButUser" => !m.user.is_empty() && &m.user == value,
+        _ => &m.id == value,
+    };
+    let excludes = |kind: &str| kind.starts_with("allBut");
+    (0..model.len())
+        .filter(|&i| {
+            let m = &model[i];
+            if recipients.is_empty() {
+                return m.groups.is_empty();
+            }
+            let includes: Vec<_> = recipients.iter().filter(|r| !excludes(&r.0)).collect();
+            let included = includes.is_empty() || includes.iter().any(|r| selects(m, r));
+            let excluded = recipients
+                .iter()
+                .filter(|r| excludes(&r.0))
+                .any(|r| selects(m, r));
+            included && !excluded
+        })
+        .collect()
+}
+
+/// A small deterministic generator, so that a failing case can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+#[tokio::test]
+async fn random_recipients_on_three_nodes_select_what_the_reference_model_selects() {
+    let seed = std::env::var("WSHUB_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 | 1)
+        });
+    let mut rng = Rng(seed);
+    let redis = Redis::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Node::start(&redis).await);
+    }
+    let users = ["", "u0", "u1", "u2"];
+    let groups = ["g0", "g1", "g2", "g3"];
+    let mut model = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let user = users[rng.below(users.len())];
+        let mut mine: Vec<String> = Vec::new();
+        let mut query = format!("?userId={user}");
+        if rng.below(3) > 0 {
+            let group = groups[rng.below(groups.len())];
+            query.push_str(&format!("&groupId={group}"));
+            mine.push(group.to_owned());
+        }
+        let node = rng.below(3);
+        let client = nodes[node].connect(&query).await;
+        // A second group, joined from any node.
+        if rng.below(3) == 0 {
+            let group = groups[rng.below(groups.len())];
+            if !mine.iter().any(|g| g == group) {
+                let join = json!({"connection": client.id, "group": group}).to_string();
+                let from = &nodes[rng.below(3)];
+                let answer = from.post("/api/join", Some(TOKEN), &join).await.json();
+                assert_eq!(answer, json!({"done": true}), "seed {seed}");
+                mine.push(group.to_owned());
+            }
+        }
+        for group in &mine {
+            redis
+                .until_member(&format!("wshub:g:{group}"), node_of(&client.id))
+                .await;
+        }
+        if !user.is_empty() {
+            redis
+                .until_member(&format!("wshub:u:{user}"), node_of(&client.id))
+                .await;
+        }
+        model.push(Model {
+            id: client.id.clone(),
+            user: user.to_owned(),
+            groups: mine,
+        });
+        clients.push(client);
+    }
+    let kinds = [
+        "all",
+        "group",
+        "user",
+        "connection",
+        "allButUser",
+        "allButGroup",
+        "allButConnection",
+    ];
+    for case in 0..60 {
+        let recipients: Vec<(String, String)> = (0..rng.below(4))
+            .map(|_| {
+                let kind = kinds[rng.below(kinds.len())];
+                let value = match kind {
+                    "group" | "allButGroup" => groups[rng.below(groups.len())].to_owned(),
+                    "user" | "allButUser" => users[1 + rng.below(users.len() - 1)].to_owned(),
+                    "connection" | "allButConnection" => model[rng.below(model.len())].id.clone(),
+                    _ => String::new(),
+                };
+                (kind.to_owned(), value)
+            })
+            .collect();
+        let wire: Vec<Value> = recipients
+            .iter()
+            .map(|(kind, value)| json!({"type": kind, "value": value}))
+            .collect();
+        let from = &nodes[rng.below(3)];
+        let (got, _) = who_receives(from, &mut clients, json!(wire)).await;
+        let expected = reference(&model, &recipients);
+        assert_eq!(got, expected, "seed {seed}, case {case}: {wire:?}");
+    }
+}
