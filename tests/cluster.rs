@@ -280,6 +280,10 @@ async fn redis_away_answers_503_then_a_restarted_empty_redis_gets_every_node_bac
     assert_eq!(response.status, 200, "{response:?}");
     on_b.recv_action("back").await;
     on_a.recv_action("back").await;
+    // A relay right after: the publishing connection was renewed, nothing is lost on it.
+    on_a.send_json(&json!({"action": "relay", "recipients": [{"type": "user", "value": "bob"}]}))
+        .await;
+    on_b.recv_action("relay").await;
 }
 
 #[tokio::test]

@@ -154,9 +154,6 @@ impl fmt::Debug for RedisCluster {
 pub(crate) struct Cluster {
     id: NodeId,
     publisher: Publisher,
-    health: Arc<Health>,
-    tallies: Arc<Tallies>,
-    timings: Timings,
     link: Link,
     pulse: heartbeat::Pulse,
     /// The connection questions go on (shared by every caller; opened on the first).
@@ -179,15 +176,13 @@ impl Cluster {
         });
         let id = NodeId(ConnectionId::random().map_or(0, |id| id.node_bits()));
         let names = Names::new(&settings.prefix);
-        let health = Arc::new(Health::default());
-        let tallies = Arc::new(Tallies::default());
         let link = Link {
             client: settings.client,
             names,
             id,
             timings: settings.timings,
-            health: Arc::clone(&health),
-            tallies: Arc::clone(&tallies),
+            health: Arc::default(),
+            tallies: Arc::default(),
             clock: Arc::default(),
         };
         let interest = Arc::new(Interest::default());
@@ -212,9 +207,6 @@ impl Cluster {
             Self {
                 id,
                 publisher,
-                health,
-                tallies,
-                timings: settings.timings,
                 link,
                 pulse: settings.pulse,
                 questions: tokio::sync::Mutex::new(None),
@@ -296,7 +288,7 @@ impl Cluster {
                 "the cluster's Redis is unreachable; nothing was done on other nodes",
             ));
         }
-        let ticket = self.tallies.open();
+        let ticket = self.link.tallies.open();
         let message = wire::encode_control(self.id, ticket.id(), &control);
         let outgoing = Outgoing {
             reach,
@@ -308,7 +300,7 @@ impl Cluster {
                 "the queue to Redis is full; nothing was done on other nodes",
             ));
         }
-        let deadline = tokio::time::Instant::now() + self.timings.command_timeout;
+        let deadline = tokio::time::Instant::now() + self.link.timings.command_timeout;
         let count = count(vec![ticket], deadline).await;
         if count.partial {
             return Err(HubError::unavailable(format!(
@@ -322,7 +314,7 @@ impl Cluster {
     /// Whether this node can reach the other nodes now: subscribed, and its last commands went
     /// through.
     pub(crate) fn is_up(&self) -> bool {
-        self.health.is_up()
+        self.link.health.is_up()
     }
 
     /// Sends `frame` to the other nodes that `recipients` may select a connection on. Never
@@ -337,7 +329,7 @@ impl Cluster {
             message: wire::encode(self.id, None, recipients, frame),
         };
         if !self.publisher.offer(Bundle::one(outgoing)) {
-            self.health.dropped(1, "the queue to Redis is full");
+            self.link.health.dropped(1, "the queue to Redis is full");
         }
     }
 
@@ -366,7 +358,7 @@ impl Cluster {
             let Some(reach) = reach(recipients, self.id) else {
                 continue;
             };
-            let ticket = self.tallies.open();
+            let ticket = self.link.tallies.open();
             let message = wire::encode(self.id, Some(ticket.id()), recipients, frame);
             parts.push(Outgoing {
                 reach,

@@ -201,7 +201,19 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
             }
         }
         let received = if connection.is_some() {
-            queue.queue.recv_many(&mut batch, BATCH).await
+            tokio::select! {
+                received = queue.queue.recv_many(&mut batch, BATCH) => received,
+                // Idle: make sure the connection still works, so that the next envelope does
+                // not find out by being lost (after a Redis restart, say).
+                () = tokio::time::sleep(link.timings.ping_every) => {
+                    if !answers(connection.as_mut(), &link).await {
+                        tracing::debug!("the publishing connection to Redis stopped answering");
+                        link.health.set_writing(false);
+                        connection = None;
+                    }
+                    continue;
+                }
+            }
         } else {
             tokio::select! {
                 received = queue.queue.recv_many(&mut batch, BATCH) => received,
@@ -253,6 +265,19 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
         connection = None;
         retry_at = Instant::now() + backoff.next_wait();
     }
+}
+
+/// Whether the connection answers a `PING` within the command timeout.
+async fn answers(connection: Option<&mut MultiplexedConnection>, link: &Link) -> bool {
+    let Some(connection) = connection else {
+        return false;
+    };
+    let ping = redis::cmd("PING");
+    let ping = ping.query_async::<redis::Value>(connection);
+    matches!(
+        tokio::time::timeout(link.timings.command_timeout, ping).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Tells the tallies what Redis did with a bundle: how many nodes each message reached, or that

@@ -12,6 +12,8 @@
 //! Answers leave out the connections of nodes that stopped beating, before the heartbeat removes
 //! their records.
 
+use std::sync::LazyLock;
+
 use redis::aio::MultiplexedConnection;
 
 use super::Link;
@@ -175,8 +177,8 @@ pub(crate) async fn ask(
     dead_after_ms: u64,
     question: Question<'_>,
 ) -> Result<Answer, HubError> {
-    let script = redis::Script::new(ASK);
-    let mut invocation = script.prepare_invoke();
+    static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ASK));
+    let mut invocation = SCRIPT.prepare_invoke();
     invocation
         .arg(link.names.prefix())
         .arg(link.id.to_string())
