@@ -103,6 +103,9 @@ where
         pace: Pace::default(),
     };
     if events {
+        // In a cluster, once every node knows the connection's groups: whatever the application
+        // sends it from then on (the history of a room, then what is said there) arrives.
+        hub.membership_settled().await;
         session.event("__connect", &about);
     }
     let ending = session.run(&mut socket, &mailbox).await;

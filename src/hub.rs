@@ -246,6 +246,16 @@ impl Hub {
         self.inner.node.deliver(&envelope.recipients, || frame)
     }
 
+    /// Waits until this node's membership changes so far are known to the whole cluster, so
+    /// that what other nodes send to its groups and users from now on arrives (one Redis command
+    /// timeout at most). At once on a single node.
+    pub(crate) async fn membership_settled(&self) {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.settled().await;
+        }
+    }
+
     /// Whether an envelope sent now can reach every node: true on a single node; in a cluster,
     /// whether Redis is reachable (the publish endpoint answers `503` when it is not).
     pub(crate) fn reaches_cluster(&self) -> bool {
@@ -280,8 +290,14 @@ impl Hub {
     /// timeout at most) and fails when it cannot know the outcome.
     pub async fn join(&self, connection: ConnectionId, group: &str) -> Result<bool, HubError> {
         let group = group.to_owned();
-        self.on_connection(connection, Operation::Join { connection, group })
-            .await
+        let joined = self
+            .on_connection(connection, Operation::Join { connection, group })
+            .await?;
+        if joined {
+            // Once it returns, what any node sends the group reaches the connection.
+            self.membership_settled().await;
+        }
+        Ok(joined)
     }
 
     /// Takes a connection out of a group, on whichever node it is; as [`join`](Self::join).

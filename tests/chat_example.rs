@@ -7,6 +7,7 @@
 mod common;
 
 #[path = "../examples/chat/rooms/mod.rs"]
+#[allow(dead_code)] // the cluster's parts: tests/cluster.rs and e2e/cluster.test.mjs run them
 mod rooms;
 
 use std::time::Duration;
@@ -25,7 +26,7 @@ const NICKNAME_RULE: &str = "a nickname is 1 to 32 letters, digits, '-', '_' or 
 /// The example's hub and routes: the handler, and a publish endpoint with [`common::TOKEN`].
 async fn server() -> TestServer {
     let hub = rooms::hub();
-    let router = rooms::router(&hub).route_service(
+    let router = rooms::router_on(&hub, rooms::Store::default()).route_service(
         "/api/publish",
         hub.publish_service().bearer_token(common::TOKEN),
     );

@@ -734,3 +734,90 @@ async fn random_recipients_on_three_nodes_select_what_the_reference_model_select
         assert_eq!(got, expected, "seed {seed}, case {case}: {wire:?}");
     }
 }
+
+/// Connects to a chat node's room and reads what a socket let in gets first.
+async fn chat_enter(node: &Node, room: &str, user: &str) -> (Client, Value, Value) {
+    let mut client = node
+        .connect(&format!("?groupId={room}&userId={user}"))
+        .await;
+    let history = client.recv_action("initialmessages").await["message"].clone();
+    let people = client.recv_action("userlist").await["message"].clone();
+    (client, history, people)
+}
+
+#[tokio::test]
+async fn the_chat_on_two_nodes_is_one_chat() {
+    let redis = Redis::start().await;
+    let a = Node::start_example("chat", &redis).await;
+    let b = Node::start_example("chat", &redis).await;
+
+    let (mut ann, history, people) = chat_enter(&a, "r1", "ann").await;
+    assert_eq!((history, people), (json!([]), json!(["ann"])));
+    let (mut bob, _, people) = chat_enter(&b, "r1", "bob").await;
+    assert_eq!(
+        people,
+        json!(["ann", "bob"]),
+        "bob, on node b, sees ann of node a"
+    );
+    assert_eq!(ann.recv_action("userjoined").await["message"], "bob");
+
+    ann.send_json(&json!({"action": "broadcastchatmessage", "message": "hi from a"}))
+        .await;
+    let line = bob.recv_action("broadcastchatmessage").await;
+    assert_eq!(
+        (
+            line["message"]["text"].clone(),
+            line["message"]["user"].clone()
+        ),
+        (json!("hi from a"), json!("ann"))
+    );
+    ann.recv_action("broadcastchatmessage").await;
+
+    // A newcomer on node b gets the history written on node a.
+    let (mut cat, history, people) = chat_enter(&b, "r1", "cat").await;
+    assert_eq!(history[0]["text"], "hi from a");
+    assert_eq!(people, json!(["ann", "bob", "cat"]));
+    for client in [&mut ann, &mut bob] {
+        assert_eq!(client.recv_action("userjoined").await["message"], "cat");
+    }
+
+    // A private line from node b reaches ann's tab on node a and bob's own, not cat.
+    bob.send_json(&json!({
+        "action": "broadcastchatmessage", "message": "psst",
+        "recipients": [{"type": "user", "value": "ann"}],
+    }))
+    .await;
+    assert_eq!(
+        ann.recv_action("broadcastchatmessage").await["message"]["to"],
+        "ann"
+    );
+    assert_eq!(
+        bob.recv_action("broadcastchatmessage").await["message"]["to"],
+        "ann"
+    );
+
+    // Bob leaves: ann (node a) and cat (node b) hear it; cat's next line is the room's.
+    drop(bob);
+    assert_eq!(ann.recv_action("userleft").await["message"], "bob");
+    assert_eq!(cat.recv_action("userleft").await["message"], "bob");
+    ann.send_json(&json!({"action": "broadcastchatmessage", "message": "bye bob"}))
+        .await;
+    assert_eq!(
+        cat.recv_action("broadcastchatmessage").await["message"]["text"],
+        "bye bob"
+    );
+
+    // The room goes, history and all, when its last person leaves, whichever node.
+    drop(ann);
+    assert_eq!(cat.recv_action("userleft").await["message"], "ann");
+    drop(cat);
+    common::until_async("the empty room to go", || async {
+        redis
+            .try_command(&["EXISTS", "chat:r:r1:history"])
+            .await
+            .as_deref()
+            == Some(":0")
+            && redis.try_command(&["SCARD", "chat:rooms"]).await.as_deref() == Some(":0")
+    })
+    .await;
+}

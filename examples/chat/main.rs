@@ -25,6 +25,7 @@
 //! |---|---|
 //! | `WSHUB_ADDR` | `127.0.0.1:3000` |
 //! | `WSHUB_PUBLISH_TOKEN` | a random token, printed with a `curl` command that uses it |
+//! | `WSHUB_REDIS_URL` | unset: a single process. Set (`redis://127.0.0.1:6379`): one node of a chat cluster on that Redis, rooms included (needs `--features cluster`; docs/cluster.md) |
 //! | `RUST_LOG` | `info` |
 //!
 //! What is published goes straight to the sockets, past the handler: it is not checked, escaped
@@ -48,23 +49,14 @@ async fn main() -> io::Result<()> {
         .with_ansi(io::stderr().is_terminal())
         .init();
 
-    if std::env::var("WSHUB_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
-        // Its rooms, history and presence live in this process: on several nodes each would
-        // have its own. Refused rather than run as a cluster that is not one.
-        eprintln!(
-            "WSHUB_REDIS_URL is set, but the chat does not run as a cluster yet (its rooms live \
-             in one process); the hyper_server example does (docs/cluster.md)"
-        );
-        std::process::exit(2);
-    }
     let addr = std::env::var("WSHUB_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let (token, generated) = match std::env::var("WSHUB_PUBLISH_TOKEN") {
         Ok(token) if !token.is_empty() => (token, false),
         _ => (random_token()?, true),
     };
 
-    let hub = rooms::hub();
-    let router = rooms::router(&hub)
+    let (hub, store) = hub_from_env();
+    let router = rooms::router_on(&hub, store)
         .route("/", get(|| async { Html(include_str!("index.html")) }))
         .route(
             "/webconnection",
@@ -107,6 +99,32 @@ async fn main() -> io::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The chat's hub and where its rooms live: this process, or with `WSHUB_REDIS_URL` a cluster on
+/// that Redis.
+fn hub_from_env() -> (wshub::Hub, rooms::Store) {
+    match std::env::var("WSHUB_REDIS_URL") {
+        Ok(url) if !url.is_empty() => clustered(&url),
+        _ => (rooms::hub(), rooms::Store::default()),
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn clustered(url: &str) -> (wshub::Hub, rooms::Store) {
+    rooms::clustered(url).unwrap_or_else(|e| {
+        eprintln!("WSHUB_REDIS_URL: {e}");
+        std::process::exit(2);
+    })
+}
+
+#[cfg(not(feature = "cluster"))]
+fn clustered(_: &str) -> (wshub::Hub, rooms::Store) {
+    eprintln!(
+        "WSHUB_REDIS_URL is set, but this build has no cluster mode: \
+         run with `--features cluster` (or `--all-features`), or unset WSHUB_REDIS_URL"
+    );
+    std::process::exit(2);
 }
 
 /// 16 random bytes as 32 hex digits.

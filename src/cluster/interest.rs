@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::records::Scripts;
 use super::{Backoff, Link};
@@ -25,6 +25,8 @@ type Key = (bool, Box<str>);
 pub(crate) struct Interest {
     pending: Mutex<Pending>,
     wake: Notify,
+    /// The generation of the last changes written: see [`settled`](Interest::settled).
+    written: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +36,9 @@ struct Pending {
     connections: HashSet<ConnectionId>,
     /// Every group, user and connection this node has: after Redis was away.
     everything: bool,
+    /// Changes noted so far: a change is written once a write of this generation or a later
+    /// one has succeeded.
+    generation: u64,
 }
 
 impl Pending {
@@ -48,12 +53,18 @@ impl Watch for Interest {
             Scope::Group(group) => (true, group.into()),
             Scope::User(user) => (false, user.into()),
         };
-        self.pending().scopes.insert(key);
+        let mut pending = self.pending();
+        pending.scopes.insert(key);
+        pending.generation += 1;
+        drop(pending);
         self.wake.notify_one();
     }
 
     fn connection_changed(&self, connection: ConnectionId) {
-        self.pending().connections.insert(connection);
+        let mut pending = self.pending();
+        pending.connections.insert(connection);
+        pending.generation += 1;
+        drop(pending);
         self.wake.notify_one();
     }
 }
@@ -61,8 +72,22 @@ impl Watch for Interest {
 impl Interest {
     /// Writes this node's whole membership again.
     pub(crate) fn resync(&self) {
-        self.pending().everything = true;
+        let mut pending = self.pending();
+        pending.everything = true;
+        pending.generation += 1;
+        drop(pending);
         self.wake.notify_one();
+    }
+
+    /// Waits until every change noted so far is in Redis, `timeout` at most: a connection's
+    /// group is then known to every node, and what they send it arrives.
+    pub(crate) async fn settled(&self, timeout: std::time::Duration) -> bool {
+        let target = self.pending().generation;
+        let mut written = self.written.subscribe();
+        let settled = async { written.wait_for(|&written| written >= target).await.is_ok() };
+        tokio::time::timeout(timeout, settled)
+            .await
+            .unwrap_or(false)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -71,8 +96,13 @@ impl Interest {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// What is to be written, with the generation it brings Redis to.
     fn take(&self) -> Pending {
-        std::mem::take(&mut *self.pending())
+        let mut pending = self.pending();
+        let generation = pending.generation;
+        let taken = std::mem::take(&mut *pending);
+        pending.generation = generation;
+        taken
     }
 
     /// Puts back what could not be written, under anything noted since.
@@ -100,6 +130,7 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
             if pending.is_empty() {
                 break;
             }
+            let generation = pending.generation;
             let pipe = pipeline(&node, &pending, &scripts, &link);
             drop(node);
             let written = match connection.as_mut() {
@@ -122,7 +153,14 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
                 },
             };
             match written {
-                Ok(()) => backoff.reset(),
+                Ok(()) => {
+                    backoff.reset();
+                    interest.written.send_if_modified(|written| {
+                        let newer = generation > *written;
+                        *written = (*written).max(generation);
+                        newer
+                    });
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "writing this node's membership to Redis failed; will retry");
                     connection = None;

@@ -154,6 +154,7 @@ impl fmt::Debug for RedisCluster {
 pub(crate) struct Cluster {
     id: NodeId,
     publisher: Publisher,
+    interest: Arc<Interest>,
     link: Link,
     pulse: heartbeat::Pulse,
     /// The connection questions go on (shared by every caller; opened on the first).
@@ -201,18 +202,35 @@ impl Cluster {
             settings.pulse,
             link.clone(),
         ));
-        runtime.spawn(interest::run(interest, Arc::downgrade(&node), link.clone()));
+        runtime.spawn(interest::run(
+            Arc::clone(&interest),
+            Arc::downgrade(&node),
+            link.clone(),
+        ));
         tracing::info!(node = %id, prefix = %settings.prefix, "joining the cluster");
         (
             Self {
                 id,
                 publisher,
+                interest,
                 link,
                 pulse: settings.pulse,
                 questions: tokio::sync::Mutex::new(None),
             },
             node,
         )
+    }
+
+    /// Waits until this node's membership changes so far are in Redis (one command timeout at
+    /// most): from then on, what other nodes send to this node's groups and users arrives.
+    pub(crate) async fn settled(&self) {
+        if !self
+            .interest
+            .settled(self.link.timings.command_timeout)
+            .await
+        {
+            tracing::warn!("this node's membership did not reach Redis in time");
+        }
     }
 
     /// A fresh id for a connection of this node.

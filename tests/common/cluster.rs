@@ -141,7 +141,12 @@ impl std::ops::Deref for Node {
 impl Node {
     /// Starts a node and waits until it publishes: subscribed, with a command connection.
     pub async fn start(redis: &Redis) -> Self {
-        let mut child = Command::new(example("hyper_server"))
+        Self::start_example("hyper_server", redis).await
+    }
+
+    /// Starts the example `name` (which prints `listening on http://<addr>`) as a node.
+    pub async fn start_example(name: &str, redis: &Redis) -> Self {
+        let mut child = Command::new(example(name))
             .env("WSHUB_ADDR", "127.0.0.1:0")
             .env("WSHUB_PUBLISH_TOKEN", TOKEN)
             .env("WSHUB_REDIS_URL", redis.url())

@@ -27,13 +27,17 @@
 //! changes in the order they happened, and a newcomer's `userlist` is followed by exactly the
 //! changes after it (answers of forwards from different sockets are routed concurrently, and
 //! could overtake each other).
+//!
+//! Run as a cluster (`WSHUB_REDIS_URL`), the rooms live in Redis ([`store`]), and every node of
+//! the chat sees the same rooms, people and history.
 
 mod line;
 mod names;
 mod room;
+mod store;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,7 +49,7 @@ use wshub::{
 };
 
 use line::Line;
-use room::Room;
+pub(crate) use store::Store;
 
 /// Where the hub forwards socket messages: a route of this same router, reached in process.
 const FORWARD_PATH: &str = "/hub/chat";
@@ -69,6 +73,22 @@ const ANONYMOUS: &str = "anonymous";
 /// A hub that forwards chat messages and socket opens and ends to [`router`]'s handler, and lets
 /// pages send nothing else: a page cannot bypass the handler by relaying to the room itself.
 pub(crate) fn hub() -> Hub {
+    builder().build()
+}
+
+/// The same hub, one node of a cluster on Redis; its rooms go in [`Store::Redis`].
+#[cfg(feature = "cluster")]
+pub(crate) fn clustered(url: &str) -> Result<(Hub, Store), String> {
+    let cluster = wshub::RedisCluster::new(url).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let hub = builder().cluster(cluster).build();
+    Ok((
+        hub,
+        Store::Redis(Box::new(store::shared::Shared::new(client))),
+    ))
+}
+
+fn builder() -> wshub::HubBuilder {
     Hub::builder()
         .forwarding(
             Forwarding::in_process(FORWARD_PATH)
@@ -76,15 +96,14 @@ pub(crate) fn hub() -> Hub {
                 .connection_events(true),
         )
         .relay_only_through_forwarding()
-        .build()
 }
 
-/// The handler's route, with the rooms as its state; `hub` is the one built by [`hub`], which
-/// the handler sends presence changes through.
-pub(crate) fn router(hub: &Hub) -> Router {
+/// The handler's route, with the rooms in `store` as its state; `hub` is the one built by
+/// [`hub`] (or [`clustered`]), which the handler sends presence changes through.
+pub(crate) fn router_on(hub: &Hub, store: Store) -> Router {
     let chat = Chat {
         hub: hub.clone(),
-        rooms: Arc::default(),
+        rooms: Arc::new(store),
     };
     Router::new()
         .route(FORWARD_PATH, post(forwarded))
@@ -95,7 +114,7 @@ pub(crate) fn router(hub: &Hub) -> Router {
 #[derive(Debug, Clone)]
 struct Chat {
     hub: Hub,
-    rooms: Arc<Mutex<HashMap<String, Room>>>,
+    rooms: Arc<Store>,
 }
 
 /// Why a message or a socket is refused: a message's sender receives it as `__error`
@@ -107,9 +126,9 @@ async fn forwarded(
     Forwarded { envelope, sender }: Forwarded,
 ) -> Response {
     let outcome = match envelope.action.as_str() {
-        CHAT => chat.message(&envelope, &sender),
-        "__connect" => Ok(chat.connected(&sender)),
-        "__disconnect" => Ok(chat.disconnected(&sender)),
+        CHAT => chat.message(&envelope, &sender).await,
+        "__connect" => Ok(chat.connected(&sender).await),
+        "__disconnect" => Ok(chat.disconnected(&sender).await),
         // The hub forwards nothing else; answer anyway.
         _ => Err("unknown action".to_owned()),
     };
@@ -117,25 +136,24 @@ async fn forwarded(
 }
 
 impl Chat {
-    /// The rooms, locked. A panic elsewhere cannot leave a room half-written: keep serving them.
-    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Room>> {
-        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A chat message: to the room, or privately to the one user it names.
-    fn message(&self, envelope: &Envelope, sender: &ConnectionInfo) -> Result<Response, Refusal> {
+    async fn message(
+        &self,
+        envelope: &Envelope,
+        sender: &ConnectionInfo,
+    ) -> Result<Response, Refusal> {
         let line = Line::from_message(envelope, name_of(sender))?;
         let reply = match addressee(envelope)? {
-            None => self.to_room(line, sender)?,
-            Some(user) => self.to_user(line, user, sender)?,
+            None => self.to_room(line, sender).await?,
+            Some(user) => self.to_user(line, user, sender).await?,
         };
         Ok(Json(reply).into_response())
     }
 
     /// A line for the room: kept in its history and sent to everyone in it.
-    fn to_room(&self, line: Line, sender: &ConnectionInfo) -> Result<Envelope, Refusal> {
-        let room = room_of(sender);
-        joined(&mut self.rooms(), sender)?.remember(line.clone());
+    async fn to_room(&self, line: Line, sender: &ConnectionInfo) -> Result<Envelope, Refusal> {
+        let (room, name, id) = (room_of(sender), name_of(sender), sender.connection_id);
+        self.rooms.remember(room, name, id, &line).await?;
         Ok(Envelope::new(CHAT)
             .with_message(&line)
             .to(Recipient::group(room))
@@ -145,7 +163,7 @@ impl Chat {
 
     /// A private line: to `user`'s connections in the sender's room, and to the sender's own
     /// there (its other tabs show the conversation too); not kept.
-    fn to_user(
+    async fn to_user(
         &self,
         mut line: Line,
         user: &str,
@@ -154,19 +172,14 @@ impl Chat {
         if sender.user_id.is_empty() {
             return Err("choose a nickname to send private messages".to_owned());
         }
-        let room = room_of(sender);
-        let connections: BTreeSet<ConnectionId> = {
-            let mut rooms = self.rooms();
-            let state = joined(&mut rooms, sender)?;
-            if state.connections_of(user).next().is_none() {
-                return Err(format!("{user} is not in this room"));
-            }
-            state
-                .connections_of(user)
-                .chain(state.connections_of(&sender.user_id))
-                .chain([sender.connection_id])
-                .collect()
-        };
+        let (room, name, id) = (room_of(sender), name_of(sender), sender.connection_id);
+        let connections: BTreeSet<ConnectionId> = self
+            .rooms
+            .private(room, name, id, user)
+            .await?
+            .into_iter()
+            .chain([id])
+            .collect();
         line.to = Some(user.to_owned());
         let envelope = Envelope::new(CHAT)
             .with_message(&line)
@@ -179,36 +192,48 @@ impl Chat {
 
     /// A socket opened: let in, it gets the room's history and who is there, and the room
     /// learns of its user; turned away, it gets the reason.
-    fn connected(&self, sender: &ConnectionInfo) -> Response {
+    async fn connected(&self, sender: &ConnectionInfo) -> Response {
         let (room, name, id) = (room_of(sender), name_of(sender), sender.connection_id);
-        let mut rooms = self.rooms();
-        if let Err(reason) = admissible(&rooms, room, name) {
+        let admitted = match admissible(room, name) {
+            Ok(()) => {
+                self.rooms
+                    .enter(room, name, id, |entered| self.welcome(sender, entered))
+                    .await
+            }
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = admitted {
             let answer = Envelope::new(REFUSED)
                 .with_message(&reason)
                 .to(Recipient::connection(id))
                 .from_group(room);
             return Json(answer).into_response();
         }
+        StatusCode::NO_CONTENT.into_response()
+    }
+
+    /// Tells a socket let in what the room holds and who is there, and the room that its user
+    /// came, if the user was not there yet.
+    fn welcome(&self, sender: &ConnectionInfo, entered: &store::Entered) {
+        let (room, name, id) = (room_of(sender), name_of(sender), sender.connection_id);
         if sender.group_id().is_empty() {
             // So that it hears the lobby it talks to.
             self.hub.join_local(id, room);
         }
-        let state = rooms.entry(room.to_owned()).or_default();
-        let newcomer = state.enter(name, id);
         let to_it = Recipient::connection(id);
         self.hub.send(
             &Envelope::new(INITIAL)
-                .with_message(&state.history())
+                .with_message(&entered.history)
                 .to(to_it.clone())
                 .from_group(room),
         );
         self.hub.send(
             &Envelope::new(USERLIST)
-                .with_message(&state.people())
+                .with_message(&entered.people)
                 .to(to_it)
                 .from_group(room),
         );
-        if newcomer {
+        if entered.newcomer {
             self.hub.send(
                 &Envelope::new(USERJOINED)
                     .with_message(name)
@@ -217,52 +242,32 @@ impl Chat {
                     .from_group(room),
             );
         }
-        StatusCode::NO_CONTENT.into_response()
     }
 
     /// A socket ended: the room learns when its user has left, and goes when nobody is left.
-    fn disconnected(&self, sender: &ConnectionInfo) -> Response {
-        let (room, name) = (room_of(sender), name_of(sender));
-        let mut rooms = self.rooms();
-        if let Some(state) = rooms.get_mut(room) {
-            if state.leave(name, sender.connection_id) {
-                self.hub.send(
-                    &Envelope::new(USERLEFT)
-                        .with_message(name)
-                        .to(Recipient::group(room))
-                        .from_group(room),
-                );
-                if state.is_empty() {
-                    rooms.remove(room);
+    async fn disconnected(&self, sender: &ConnectionInfo) -> Response {
+        let (room, name, id) = (room_of(sender), name_of(sender), sender.connection_id);
+        self.rooms
+            .leave(room, name, id, |left| {
+                if left {
+                    self.hub.send(
+                        &Envelope::new(USERLEFT)
+                            .with_message(name)
+                            .to(Recipient::group(room))
+                            .from_group(room),
+                    );
                 }
-            }
-        }
+            })
+            .await;
         StatusCode::NO_CONTENT.into_response()
     }
 }
 
-/// Whether a socket of `name` may come into `room`: both names follow the rules, and the room
-/// exists or there is space for it.
-fn admissible(rooms: &HashMap<String, Room>, room: &str, name: &str) -> Result<(), Refusal> {
+/// Whether a socket of `name` may come into `room`: both names follow the rules (whether the
+/// room exists or there is space for it is the store's to say).
+fn admissible(room: &str, name: &str) -> Result<(), Refusal> {
     names::check_room(room)?;
-    names::check_nickname(name)?;
-    if rooms.len() >= MAX_ROOMS && !rooms.contains_key(room) {
-        return Err(format!(
-            "the chat has {MAX_ROOMS} rooms, its limit: join one of them, or try again later"
-        ));
-    }
-    Ok(())
-}
-
-/// The sender's room, when the sender was let into it.
-fn joined<'a>(
-    rooms: &'a mut HashMap<String, Room>,
-    sender: &ConnectionInfo,
-) -> Result<&'a mut Room, Refusal> {
-    rooms
-        .get_mut(room_of(sender))
-        .filter(|state| state.has(name_of(sender), sender.connection_id))
-        .ok_or_else(|| "you are not in a room".to_owned())
+    names::check_nickname(name)
 }
 
 /// The user a chat message is privately for: the value of its one `user` recipient, or `None`
