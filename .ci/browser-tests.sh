@@ -5,8 +5,9 @@
 #
 #   bash .ci/browser-tests.sh        # from any directory; installs Chromium with apt-get if missing
 #
-# Needs cargo, Node.js >= 20 and npm. Chromium comes from Debian (/usr/bin/chromium): when it is
-# missing and this runs as root, it is installed; otherwise the script stops and says so.
+# Needs cargo, Node.js >= 20, npm and redis-server. Chromium comes from Debian
+# (/usr/bin/chromium): when it is missing and this runs as root, it is installed; otherwise the
+# script stops and says so.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -44,8 +45,11 @@ note "using node $(node --version), npm $(npm --version)"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 npm ci --no-audit --no-fund
 
-note "building the chat example"
-bin=$(cargo build --example chat --message-format=json-render-diagnostics |
+# The cluster test (e2e/cluster.test.mjs) runs two chat nodes on a redis-server of its own.
+command -v redis-server >/dev/null 2>&1 || fail "redis-server is missing: install it (Debian: apt-get install redis-server)"
+
+note "building the chat example (with the cluster feature: e2e/cluster.test.mjs)"
+bin=$(cargo build --example chat --features cluster --message-format=json-render-diagnostics |
     sed -n 's/.*"executable":"\([^"]*\/chat\)".*/\1/p' | tail -n 1) ||
     fail "cargo build --example chat failed"
 [[ -n $bin && -x $bin ]] || fail "cargo did not report the chat executable"

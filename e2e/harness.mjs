@@ -3,7 +3,7 @@
 // not happen.
 //
 // The chat binary is $WSHUB_CHAT_BIN when set (.ci/browser-tests.sh builds it and sets it), else
-// it is built here with `cargo build --example chat`.
+// it is built here with `cargo build --example chat --features cluster`.
 
 import { spawn, spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -31,7 +31,7 @@ export function chatBinary() {
   if (builtBinary) return builtBinary;
   const build = spawnSync(
     "cargo",
-    ["build", "--example", "chat", "--message-format=json-render-diagnostics"],
+    ["build", "--example", "chat", "--features", "cluster", "--message-format=json-render-diagnostics"],
     { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: 600_000 },
   );
   if (build.status !== 0) throw new Error(`cargo build --example chat failed (status ${build.status})`);
@@ -51,7 +51,9 @@ export function chatBinary() {
  * once it printed its address; `stop()` sends SIGTERM and waits for it to exit with status 0.
  */
 export class ChatServer {
-  constructor() {
+  /** `env`: more environment for the process (`WSHUB_REDIS_URL` makes it a cluster node). */
+  constructor(env = {}) {
+    this.env = env;
     this.child = null;
     this.port = 0;
     this.base = "";
@@ -69,6 +71,7 @@ export class ChatServer {
         WSHUB_ADDR: `127.0.0.1:${port}`,
         WSHUB_PUBLISH_TOKEN: TOKEN,
         RUST_LOG: process.env.RUST_LOG || "info",
+        ...this.env,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -291,6 +294,64 @@ export function escapeRegExp(text) {
 }
 
 /** Starts the chat example on a free port and a browser: `{ server, base, browser }`. */
+/** A free TCP port of 127.0.0.1 (free when asked; the caller binds it at once). */
+async function freePort() {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Answers whether a Redis answers PING on `port`. */
+async function redisAnswers(port) {
+  const { connect } = await import("node:net");
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    const done = (answer) => { socket.destroy(); resolve(answer); };
+    socket.setTimeout(1000, () => done(false));
+    socket.once("error", () => done(false));
+    socket.once("connect", () => socket.write("PING\r\n"));
+    socket.once("data", (data) => done(String(data).startsWith("+PONG")));
+  });
+}
+
+/**
+ * A `redis-server` of its own on a free port, without persistence, for the cluster tests;
+ * `stop()` kills it. Fails with what to install when redis-server is missing.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const failed = new Promise((_, reject) => {
+    child.once("error", (e) => reject(new Error(`cannot start redis-server (${e.message}): apt-get install redis-server`)));
+    child.once("exit", (code) => reject(new Error(`redis-server exited (${code}) before answering`)));
+  });
+  const ready = (async () => {
+    const deadline = Date.now() + WAIT;
+    while (!(await redisAnswers(port))) {
+      if (Date.now() > deadline) throw new Error(`redis-server did not answer PING within ${WAIT} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  await Promise.race([ready, failed]);
+  failed.catch(() => {}); // it exits when the test kills it
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    },
+  };
+}
+
 export async function startChat() {
   const server = new ChatServer();
   const base = await server.start(0);
