@@ -398,6 +398,16 @@ async fn join_and_leave_move_a_connection_on_another_node() {
     assert_eq!(answer, json!({"done": true}));
     let (got, _) = who_receives(&nodes[0], &mut c, json!([{"type": "group", "value": "g1"}])).await;
     assert_eq!(got, [0, 2]);
+    // Client 0 (node 0, g1) joins g2 from node 2: selected by both groups, it gets one copy.
+    let join = json!({"connection": c[0].id, "group": "g2"}).to_string();
+    let answer = nodes[2].post("/api/join", Some(TOKEN), &join).await.json();
+    assert_eq!(answer, json!({"done": true}));
+    // Node 0 answered once every node knew: a publish to g2 right away reaches it.
+    let (got, _) = who_receives(&nodes[1], &mut c, json!([{"type": "group", "value": "g2"}])).await;
+    assert_eq!(got, [0, 1]);
+    let both = json!([{"type": "group", "value": "g1"}, {"type": "group", "value": "g2"}]);
+    let (got, _) = who_receives(&nodes[1], &mut c, both).await;
+    assert_eq!(got, [0, 1, 2]);
     // A connection id that no node has.
     let stranger = json!({"connection": "0000000100000000000000000000000a", "group": "g1"});
     let answer = nodes[0]

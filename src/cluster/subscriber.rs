@@ -15,7 +15,7 @@ use super::interest::Interest;
 use super::publisher::{Bundle, Outgoing, Publisher, Reach};
 use super::wire::{self, Message, NodeId};
 use super::{Backoff, Link};
-use crate::node::Node;
+use crate::node::{Node, Operation};
 use crate::pace::Pace;
 
 /// Subscribes, and keeps subscribed, until the node is dropped.
@@ -49,7 +49,7 @@ pub(crate) async fn run(
                 }
                 // Redis may have lost this node's membership (a restart, a flush): write it all.
                 interest.resync();
-                let ended = pump(&node, sink, stream, &publisher, &link).await;
+                let ended = pump(&node, sink, stream, &interest, &publisher, &link).await;
                 link.health.set_subscribed(false);
                 let Some(why) = ended else {
                     return;
@@ -86,6 +86,7 @@ async fn pump(
     node: &Weak<Node>,
     mut sink: PubSubSink,
     mut stream: PubSubStream,
+    interest: &Arc<Interest>,
     publisher: &Publisher,
     link: &Link,
 ) -> Option<&'static str> {
@@ -99,7 +100,7 @@ async fn pump(
                     return Some("the connection closed");
                 };
                 let node = node.upgrade()?;
-                receive(&node, message.get_payload_bytes(), publisher, link);
+                receive(&node, message.get_payload_bytes(), interest, publisher, link);
                 drop(node);
                 pace.tick().await;
             }
@@ -118,7 +119,13 @@ async fn pump(
     }
 }
 
-fn receive(node: &Node, payload: &[u8], publisher: &Publisher, link: &Link) {
+fn receive(
+    node: &Node,
+    payload: &[u8],
+    interest: &Arc<Interest>,
+    publisher: &Publisher,
+    link: &Link,
+) {
     let incoming = match wire::decode(payload.to_vec(), node.budget()) {
         Ok(Message::Envelope(incoming)) => incoming,
         Ok(Message::Count {
@@ -136,7 +143,18 @@ fn receive(node: &Node, payload: &[u8], publisher: &Publisher, link: &Link) {
             control,
         }) => {
             let count = node.carry_out(&control);
-            answer(publisher, link, origin, ticket, count);
+            if let (Operation::Join { .. }, 1) = (&control, count) {
+                // Answered once every node knows: the caller's next publish to the group
+                // reaches the connection.
+                let (interest, publisher, link) =
+                    (Arc::clone(interest), publisher.clone(), link.clone());
+                tokio::spawn(async move {
+                    interest.settled(link.timings.command_timeout).await;
+                    answer(&publisher, &link, origin, ticket, count);
+                });
+            } else {
+                answer(publisher, link, origin, ticket, count);
+            }
             return;
         }
         Err(wire::Malformed(why)) => {
