@@ -21,11 +21,15 @@ pub type WshubService = wshub::HubService<
     >,
 >;
 
-/// A hub with the defaults, forwarding action `forwarded` in process to [`FORWARD_PATH`].
-pub fn hub() -> Hub {
-    Hub::builder()
-        .forwarding(Forwarding::in_process(FORWARD_PATH).actions(["forwarded"]))
-        .build()
+/// A hub with the defaults, forwarding action `forwarded` in process to [`FORWARD_PATH`]; with
+/// `redis` (a URL), one node of a cluster on that Redis. Call it inside the runtime the hub runs on.
+pub fn hub(redis: Option<&str>) -> Result<Hub, wshub::HubError> {
+    let mut builder =
+        Hub::builder().forwarding(Forwarding::in_process(FORWARD_PATH).actions(["forwarded"]));
+    if let Some(url) = redis {
+        builder = builder.cluster(wshub::RedisCluster::new(url)?);
+    }
+    Ok(builder.build())
 }
 
 /// The hub on `/ws`, the publish endpoint on `/api/publish`, a no-op route on `/noop` (200 `{}`),

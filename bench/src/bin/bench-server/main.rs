@@ -1,7 +1,8 @@
 //! One scenario's server side: wshub, or one of the two baselines of issue 6.
 //!
 //! ```text
-//! bench-server --impl wshub|tungstenite|raw --port P [--read-buffer BYTES] [--max-seconds S]
+//! bench-server --impl wshub|tungstenite|raw --port P [--read-buffer BYTES] [--redis URL]
+//!              [--max-seconds S]
 //! ```
 //!
 //! Listens on 127.0.0.1:P, prints `listening ADDR`, then reads commands on stdin, one a line:
@@ -16,6 +17,10 @@
 //!
 //! `--read-buffer BYTES` sets the tungstenite baseline's read buffer (default 4 KiB), to measure
 //! what that buffer costs per idle socket (wshub keeps no read buffer between reads).
+//!
+//! `--redis URL` (wshub only) makes the hub one node of a cluster on the Redis at URL
+//! (`HubBuilder::cluster`, docs/cluster.md), for the cluster scenario; `count` then counts this
+//! node's sockets.
 //!
 //! It exits by itself when stdin closes or after `--max-seconds` (default 900).
 //!
@@ -75,8 +80,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if args.value("--redis").is_some() && which != "wshub" {
+        eprintln!("--redis is for --impl wshub: the baselines have no cluster");
+        std::process::exit(2);
+    }
+    // A clustered hub starts its Redis tasks on the runtime it is built in.
+    let _entered = runtime.enter();
     let server = match which.as_str() {
-        "wshub" => Server::Wshub(app::hub()),
+        "wshub" => match app::hub(args.value("--redis")) {
+            Ok(hub) => Server::Wshub(hub),
+            Err(e) => {
+                eprintln!("bench-server: {e}");
+                std::process::exit(2);
+            }
+        },
         "tungstenite" => {
             Server::Tungstenite(Arc::default(), args.parsed("--read-buffer", READ_BUFFER))
         }
