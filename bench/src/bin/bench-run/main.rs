@@ -21,12 +21,14 @@
 //! full), `--out PATH` (default docs/benchmarks.md of the workspace), `--port-base P` (default
 //! 20000; every server gets the next free port below 32768), `--only 1,large,read,4,5,6,7`
 //! (some scenarios only, for working on one; `1` is scenarios 1-3 with the large frame, `large`
-//! the large frame alone), `--profile FILE` (no report: a
+//! the large frame alone; full size unless `--quick` is given), `--profile FILE` (no report: a
 //! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`;
 //! `--profile-impl tungstenite` records a baseline instead).
 //!
 //! The report keeps one section per mode: a quick run replaces the quick section and keeps the
-//! full one, and the other way round; the hand-written notes after them are kept. Every child is
+//! full one, and the other way round; the hand-written notes after them are kept. A run with
+//! `--only` replaces only the tables it measured in its mode's section, each with a note naming
+//! its run, and keeps the others. Every child is
 //! killed when the driver ends, however it ends (and each child also exits by itself when its
 //! stdin closes or after `--max-seconds`).
 
@@ -90,8 +92,12 @@ fn main() {
     let mode = match (args.flag("--quick"), args.flag("--full")) {
         (true, false) => Mode::Quick,
         (false, true) => Mode::Full,
+        // Working on some scenarios: their full size unless told.
+        (false, false) if args.value("--only").is_some() => Mode::Full,
         _ => {
-            eprintln!("bench-run --quick | --full  [--reps N] [--out PATH] [--port-base P]");
+            eprintln!(
+                "bench-run --quick | --full | --only S,..  [--reps N] [--out PATH] [--port-base P]"
+            );
             std::process::exit(2);
         }
     };
@@ -264,7 +270,12 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
         }
         section.push_str(&abuse::report(&stalled, &churns));
     }
-    let head = report_head(mode, taskset, started.elapsed());
-    write_report(out, mode, &format!("{head}{section}"))?;
+    let took = started.elapsed();
+    let head = report_head(mode, plan.only.as_deref(), taskset, took);
+    let partial = plan
+        .only
+        .as_deref()
+        .map(|only| report::partial_note(mode, only, took));
+    write_report(out, mode, &format!("{head}{section}"), partial.as_deref())?;
     Ok(())
 }

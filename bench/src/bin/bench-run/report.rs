@@ -85,14 +85,23 @@ pub(crate) fn today() -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn report_head(mode: Mode, taskset: bool, took: Duration) -> String {
+/// The command line of a run, as the report quotes it.
+pub(crate) fn command(mode: Mode, only: Option<&str>) -> String {
+    let only = only.map_or_else(String::new, |only| format!(" --only {only}"));
+    format!(
+        "cargo run --release -p wshub-bench --bin bench-run -- --{}{only}",
+        mode.name()
+    )
+}
+
+pub(crate) fn report_head(mode: Mode, only: Option<&str>, taskset: bool, took: Duration) -> String {
     let mut s = String::new();
     let name = mode.name();
     let _ = writeln!(s, "## {name} mode\n");
     let _ = writeln!(
         s,
-        "`cargo run --release -p wshub-bench --bin bench-run -- --{name}`, {}, took {:.0} s. \
-         Machine: {}. Server {}, load clients {}.\n",
+        "`{}`, {}, took {:.0} s. Machine: {}. Server {}, load clients {}.\n",
+        command(mode, only),
         today(),
         took.as_secs_f64(),
         machine(),
@@ -126,8 +135,80 @@ the machine is shared and its speed drifts between runs. The hand-written notes 
 generated sections say what the figures mean, what was changed to reach them, the profiles and \
 the micro-benchmarks (`cargo bench`).\n\n";
 
-/// Writes the report, replacing this mode's section and keeping the other mode's.
-pub(crate) fn write_report(out: &Path, mode: Mode, section: &str) -> Result<()> {
+/// The note under each table of a run with `--only`, which leaves the other tables of its mode's
+/// section as an earlier run wrote them.
+pub(crate) fn partial_note(mode: Mode, only: &str, took: Duration) -> String {
+    format!(
+        "*This table is from a later run than the rest of the section: `{}`, {}, took {:.0} s. \
+         Machine: {}.*\n",
+        command(mode, Some(only)),
+        today(),
+        took.as_secs_f64(),
+        machine()
+    )
+}
+
+/// A mode section's body with the tables of a run with `--only` put in: each new table (a `### `
+/// heading and what follows it up to the next) replaces the old one whose heading has the same
+/// text before its colon, or goes at the end; the old head and other tables stay. Each new table
+/// gets `note` under its heading.
+fn merge_tables(old: &str, tables: &str, note: &str) -> String {
+    let (head, old_tables) = split_tables(old);
+    let (_, new_tables) = split_tables(tables);
+    let noted = |table: &str| match table.split_once('\n') {
+        Some((heading, rest)) => format!("{heading}\n\n{note}{rest}"),
+        None => format!("{table}\n\n{note}\n"),
+    };
+    let mut merged = head.to_owned();
+    for (name, table) in &old_tables {
+        match new_tables.iter().find(|(n, _)| n == name) {
+            Some((_, new)) => merged.push_str(&noted(new)),
+            None => merged.push_str(table),
+        }
+    }
+    for (name, table) in &new_tables {
+        if !old_tables.iter().any(|(n, _)| n == name) {
+            merged.push_str(&noted(table));
+        }
+    }
+    merged
+}
+
+/// What comes before the first `### ` heading, and each table with its name (the heading's text
+/// before its colon).
+fn split_tables(body: &str) -> (&str, Vec<(&str, &str)>) {
+    let mut starts: Vec<usize> = Vec::new();
+    let mut at = 0;
+    for line in body.split_inclusive('\n') {
+        if line.starts_with("### ") {
+            starts.push(at);
+        }
+        at += line.len();
+    }
+    let head = &body[..starts.first().copied().unwrap_or(body.len())];
+    let tables = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = starts.get(i + 1).copied().unwrap_or(body.len());
+            let table = &body[start..end];
+            let heading = table.lines().next().unwrap_or_default();
+            let name = heading.split_once(':').map_or(heading, |(name, _)| name);
+            (name, table)
+        })
+        .collect();
+    (head, tables)
+}
+
+/// Writes the report, replacing this mode's section and keeping the other mode's. With
+/// `partial` (a run with `--only`: the note for its tables), only the tables it wrote are
+/// replaced in this mode's section ([`merge_tables`]).
+pub(crate) fn write_report(
+    out: &Path,
+    mode: Mode,
+    section: &str,
+    partial: Option<&str>,
+) -> Result<()> {
     let old = std::fs::read_to_string(out).unwrap_or_default();
     let marked =
         |m: Mode, body: &str| format!("<!-- {0}:start -->\n{body}<!-- {0}:end -->\n\n", m.name());
@@ -141,9 +222,13 @@ pub(crate) fn write_report(out: &Path, mode: Mode, section: &str) -> Result<()> 
     let mut text = HEAD.to_owned();
     let notes_start = "<!-- notes:start -->\n";
     let notes = old.find(notes_start).map(|at| old[at..].to_owned());
+    let section = match (partial, keep(mode)) {
+        (Some(note), Some(old)) => merge_tables(&old, section, note),
+        _ => section.to_owned(),
+    };
     for m in [Mode::Quick, Mode::Full] {
         if m == mode {
-            text.push_str(&marked(m, section));
+            text.push_str(&marked(m, &section));
         } else if let Some(body) = keep(m) {
             text.push_str(&marked(m, &body));
         }
@@ -157,4 +242,36 @@ pub(crate) fn write_report(out: &Path, mode: Mode, section: &str) -> Result<()> 
     }
     std::fs::write(out, text)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_run_replaces_only_its_tables() {
+        let old = "## full mode\n\nold head\n\n### Scenario 1: a\n\nold 1\n\n\
+                   ### Scenario 2: b\n\nold 2\n\n";
+        let new = "## full mode\n\nnew head\n\n### Scenario 2: b, bigger\n\nnew 2\n\n\
+                   ### Cluster (issue 11): c\n\nnew c\n\n";
+        assert_eq!(
+            merge_tables(old, new, "*later*\n"),
+            "## full mode\n\nold head\n\n### Scenario 1: a\n\nold 1\n\n\
+             ### Scenario 2: b, bigger\n\n*later*\n\nnew 2\n\n\
+             ### Cluster (issue 11): c\n\n*later*\n\nnew c\n\n"
+        );
+    }
+
+    #[test]
+    fn headings_are_only_level_three() {
+        let (head, tables) = split_tables("head\n### A: x\n#### not one\n### B\ny\n");
+        assert_eq!(head, "head\n");
+        assert_eq!(
+            tables,
+            [
+                ("### A", "### A: x\n#### not one\n"),
+                ("### B", "### B\ny\n")
+            ]
+        );
+    }
 }
