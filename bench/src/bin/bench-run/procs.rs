@@ -1,6 +1,7 @@
 //! The driver's processes: the sibling binaries, their command lines (pinned with `taskset`),
 //! the line protocol they speak, and `perf record` for `--profile`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -43,14 +44,20 @@ pub(crate) struct Env {
 }
 
 impl Env {
-    pub(crate) fn command(&self, core: u32, bin: &str) -> Command {
-        let mut command = if self.taskset {
+    /// `program` pinned to `core` (when there is `taskset`, which runs it in its own process).
+    pub(crate) fn pinned(&self, core: u32, program: impl AsRef<OsStr>) -> Command {
+        if self.taskset {
             let mut c = Command::new("taskset");
-            c.arg("-c").arg(core.to_string()).arg(self.bins.join(bin));
+            c.arg("-c").arg(core.to_string()).arg(program);
             c
         } else {
-            Command::new(self.bins.join(bin))
-        };
+            Command::new(program)
+        }
+    }
+
+    /// One of the sibling binaries, pinned, spoken to through its stdin and stdout.
+    pub(crate) fn command(&self, core: u32, bin: &str) -> Command {
+        let mut command = self.pinned(core, self.bins.join(bin));
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
