@@ -10,7 +10,9 @@
 //! - scenario 4 (groups and users under an open-loop rate), [`groups`];
 //! - scenario 5 (the publish endpoint against a no-op route of the same server), here;
 //! - scenario 6 (relay and forward round trips), [`roundtrip`];
-//! - scenario 7 (clients that stop reading; connection churn), [`abuse`].
+//! - scenario 7 (clients that stop reading; connection churn), [`abuse`];
+//! - the cluster scenario (issue 11: one node against three nodes on Redis), [`cluster`], which
+//!   needs `redis-server` (it starts its own on a free port of 127.0.0.1 and kills it).
 //!
 //! ```text
 //! cargo run --release -p wshub-bench --bin bench-run -- --quick    # about two minutes
@@ -19,7 +21,7 @@
 //!
 //! Options: `--reps N` (bursts measured per implementation and publish path; default 9 quick, 15
 //! full), `--out PATH` (default docs/benchmarks.md of the workspace), `--port-base P` (default
-//! 20000; every server gets the next free port below 32768), `--only 1,large,read,4,5,6,7`
+//! 20000; every server gets the next free port below 32768), `--only 1,large,read,4,5,6,7,cluster`
 //! (some scenarios only, for working on one; `1` is scenarios 1-3 with the large frame, `large`
 //! the large frame alone; full size unless `--quick` is given), `--profile FILE` (no report: a
 //! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`;
@@ -34,6 +36,7 @@
 
 mod abuse;
 mod bursts;
+mod cluster;
 mod groups;
 mod large_frame;
 mod procs;
@@ -149,6 +152,9 @@ impl Plan {
 }
 
 async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) -> Result<()> {
+    if plan.profile.is_none() && plan.wants("cluster") {
+        cluster::check()?;
+    }
     let bins = binaries()?;
     let taskset = std::process::Command::new("taskset")
         .args(["-c", "0", "true"])
@@ -188,6 +194,25 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
         (100, 1_000.0, 60.0)
     } else {
         (40, 1_000.0, 4.0)
+    };
+
+    // The cluster scenario: quick only checks that it works.
+    let cluster_sizes = if full {
+        cluster::Sizes {
+            sockets: 9_000,
+            reps,
+            blocks: 10,
+            block_seconds: 1.0,
+            idle_seconds: 2.0,
+        }
+    } else {
+        cluster::Sizes {
+            sockets: 900,
+            reps: 3,
+            blocks: 2,
+            block_seconds: 0.5,
+            idle_seconds: 0.5,
+        }
     };
 
     if let Some(file) = env.perf.clone() {
@@ -269,6 +294,10 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
             churns.push(abuse::churn(&mut env, which, churn_rate, churn_seconds).await?);
         }
         section.push_str(&abuse::report(&stalled, &churns));
+    }
+    if plan.wants("cluster") {
+        let measured = cluster::run(&mut env, &cluster_sizes).await?;
+        section.push_str(&cluster::report(&measured));
     }
     let took = started.elapsed();
     let head = report_head(mode, plan.only.as_deref(), taskset, took);

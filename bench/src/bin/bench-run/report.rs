@@ -122,6 +122,7 @@ The load suite of issue 6 and what it found. The mode sections below are generat
 cargo run --release -p wshub-bench --bin bench-run -- --quick   # about two minutes; .ci/run runs it as a smoke check\n\
 cargo run --release -p wshub-bench --bin bench-run -- --full    # the issue's figures\n\
 cargo run --release -p wshub-bench --bin bench-run -- --quick --only large   # one table: idle memory after a 1 MB frame\n\
+cargo run --release -p wshub-bench --bin bench-run -- --only cluster   # one node against three on Redis, full size (needs redis-server)\n\
 ```\n\n\
 wshub is measured against two baselines built from the same dependencies, in the same run, with \
 the same load client: **tungstenite**, a bare tokio-tungstenite fan-out server (one task and one \
