@@ -203,7 +203,6 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
             reps,
             blocks: 10,
             block_seconds: 1.0,
-            idle_seconds: 2.0,
         }
     } else {
         cluster::Sizes {
@@ -211,7 +210,6 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
             reps: 3,
             blocks: 2,
             block_seconds: 0.5,
-            idle_seconds: 0.5,
         }
     };
 

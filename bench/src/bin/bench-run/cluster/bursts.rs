@@ -10,7 +10,7 @@ use wshub_bench::{burst_envelope_to, unix_ns};
 
 use super::redis::Calls;
 use super::setup::{post, Publisher, Setup};
-use super::{add_delta, Side};
+use super::{book, cpu_now, Cpu, Side};
 use crate::session::rate;
 use crate::{Result, BURST, BYTES};
 
@@ -23,11 +23,8 @@ const PAUSE: Duration = Duration::from_millis(100);
 pub(crate) struct Bursts {
     /// Deliveries per second of each measured burst.
     pub(crate) rates: Vec<f64>,
-    /// CPU seconds of each server process (nodes, then Redis) over the measured bursts, each
-    /// with the pause after it.
-    pub(crate) cpu: Vec<f64>,
-    /// Wall time of those windows, in seconds.
-    pub(crate) seconds: f64,
+    /// CPU of each server process over the measured bursts, each with the pause after it.
+    pub(crate) cpu: Cpu,
     /// What Redis ran over the measured bursts (the cluster).
     pub(crate) calls: Calls,
 }
@@ -48,17 +45,16 @@ pub(crate) async fn run(setups: &mut [Setup; 2], sides: &mut [Side; 2], reps: us
     }
     let calls_before = calls(&mut setups[1]).await?;
     for _ in 0..reps {
-        for ((setup, publisher), side) in
-            setups.iter_mut().zip(&mut publishers).zip(sides.iter_mut())
-        {
+        for turn in 0..2 {
             let started = Instant::now();
-            let before = setup.cpu()?;
-            side.bursts
-                .rates
-                .push(burst(setup, publisher, body.clone()).await?);
+            let before = cpu_now(setups)?;
+            let rate = burst(&mut setups[turn], &mut publishers[turn], body.clone()).await?;
             tokio::time::sleep(PAUSE).await;
-            add_delta(&mut side.bursts.cpu, &before, &setup.cpu()?);
-            side.bursts.seconds += started.elapsed().as_secs_f64();
+            let after = cpu_now(setups)?;
+            sides[turn].bursts.rates.push(rate);
+            let [single, cluster] = sides;
+            let cpu = [&mut single.bursts.cpu, &mut cluster.bursts.cpu];
+            book(cpu, turn, &before, &after, started.elapsed().as_secs_f64());
         }
     }
     sides[1].bursts.calls = calls(&mut setups[1]).await? - calls_before;

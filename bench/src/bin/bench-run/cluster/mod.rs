@@ -20,8 +20,6 @@ mod report;
 mod setup;
 mod targeted;
 
-use std::time::Duration;
-
 use crate::procs::Env;
 use crate::Result;
 
@@ -38,8 +36,6 @@ pub(crate) struct Sizes {
     /// Targeted publishes: blocks per side, and seconds per block, at [`RATE`].
     pub(crate) blocks: usize,
     pub(crate) block_seconds: f64,
-    /// How long the cluster is watched with nothing published, for Redis's background work.
-    pub(crate) idle_seconds: f64,
 }
 
 /// Nodes of the cluster.
@@ -64,10 +60,62 @@ pub(crate) struct Measured {
     pub(crate) block_seconds: f64,
     /// The single node, then the cluster.
     pub(crate) sides: [Side; 2],
-    /// CPU seconds per second of each cluster process (nodes, then Redis) with nothing
-    /// published: heartbeats, pings, Redis's own timers.
-    pub(crate) idle_per_s: Vec<f64>,
+}
+
+/// CPU seconds of each process of a side (nodes, then Redis) over its own turns, and over the
+/// other side's turns, when it did only its background work (heartbeats, pings to the sockets,
+/// Redis's timers) at the same moments of the run.
+#[derive(Default)]
+pub(crate) struct Cpu {
+    pub(crate) busy: Vec<f64>,
+    pub(crate) busy_seconds: f64,
+    pub(crate) idle: Vec<f64>,
     pub(crate) idle_seconds: f64,
+}
+
+impl Cpu {
+    /// Process `i`'s background over as long as its turns lasted.
+    pub(crate) fn background(&self, i: usize) -> f64 {
+        let idle = self.idle.get(i).copied().unwrap_or(f64::NAN);
+        idle * self.busy_seconds / self.idle_seconds
+    }
+
+    /// Process `i`'s CPU over its turns, less its background.
+    pub(crate) fn net(&self, i: usize) -> f64 {
+        self.busy.get(i).copied().unwrap_or(f64::NAN) - self.background(i)
+    }
+
+    /// Every process's, less their background.
+    pub(crate) fn net_total(&self) -> f64 {
+        (0..self.busy.len()).map(|i| self.net(i)).sum()
+    }
+}
+
+/// Both sides' CPU times now, to book a turn with [`book`].
+pub(crate) fn cpu_now(setups: &[Setup; 2]) -> Result<[Vec<f64>; 2]> {
+    Ok([setups[0].cpu()?, setups[1].cpu()?])
+}
+
+/// Books side `turn`'s turn, which lasted `seconds`: busy time for it, background for the other.
+pub(crate) fn book(
+    cpu: [&mut Cpu; 2],
+    turn: usize,
+    before: &[Vec<f64>; 2],
+    after: &[Vec<f64>; 2],
+    seconds: f64,
+) {
+    for (side, cpu) in cpu.into_iter().enumerate() {
+        let (sums, time) = if side == turn {
+            (&mut cpu.busy, &mut cpu.busy_seconds)
+        } else {
+            (&mut cpu.idle, &mut cpu.idle_seconds)
+        };
+        sums.resize(sums.len().max(after[side].len()), 0.0);
+        for (sum, (a, b)) in sums.iter_mut().zip(after[side].iter().zip(&before[side])) {
+            *sum += a - b;
+        }
+        *time += seconds;
+    }
 }
 
 /// Starts both sides, measures, and stops everything it started, whatever happened.
@@ -89,7 +137,6 @@ pub(crate) async fn run(env: &mut Env, sizes: &Sizes) -> Result<Measured> {
 }
 
 async fn measure(setups: &mut [Setup; 2], sizes: &Sizes) -> Result<Measured> {
-    let idle_per_s = idle(&setups[1], sizes.idle_seconds).await?;
     let mut sides = [Side::default(), Side::default()];
     for (side, setup) in sides.iter_mut().zip(setups.iter()) {
         side.name = setup.name;
@@ -103,28 +150,5 @@ async fn measure(setups: &mut [Setup; 2], sizes: &Sizes) -> Result<Measured> {
         blocks: sizes.blocks,
         block_seconds: sizes.block_seconds,
         sides,
-        idle_per_s,
-        idle_seconds: sizes.idle_seconds,
     })
-}
-
-/// The CPU each process of `setup` uses per second with nothing published (a measurement
-/// window, not a wait for anything).
-async fn idle(setup: &Setup, seconds: f64) -> Result<Vec<f64>> {
-    let before = setup.cpu()?;
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let after = setup.cpu()?;
-    Ok(after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| (a - b) / seconds)
-        .collect())
-}
-
-/// Element-wise `after - before`, added to `into` (grown as needed).
-pub(crate) fn add_delta(into: &mut Vec<f64>, before: &[f64], after: &[f64]) {
-    into.resize(into.len().max(after.len()), 0.0);
-    for (sum, (a, b)) in into.iter_mut().zip(after.iter().zip(before)) {
-        *sum += a - b;
-    }
 }

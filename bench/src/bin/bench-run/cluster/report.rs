@@ -33,14 +33,17 @@ pub(crate) fn report(m: &Measured) -> String {
          processes of {} sockets on either side (one per node in the cluster), to core 1; the \
          driver publishes. The sockets are in groups of {GROUP_SIZE}, each group on one node. \
          CPU times here are the sum of each process's threads' `schedstat` (ns), as Redis does \
-         too little per publish for `/proc/<pid>/stat`'s 10 ms ticks.\n",
+         too little per publish for `/proc/<pid>/stat`'s 10 ms ticks; **net** CPU is a process's \
+         CPU over its side's turns less its background, read over the other side's turns (as \
+         long in all, interleaved with them): heartbeats, Redis's timers, and the hub's pings to \
+         every socket every 25 s.\n",
         grouped((m.sockets / NODES) as u64),
         grouped((m.sockets / SHARES) as u64),
     );
     s.push_str(&bursts(m, single, cluster));
     s.push_str(&latency(m, single, cluster));
     s.push_str(&redis_cpu(m, cluster));
-    s.push_str(&woken(m, single, cluster));
+    s.push_str(&woken(single, cluster));
     s.push_str(&goals(single, cluster));
     s
 }
@@ -53,9 +56,9 @@ fn bursts(m: &Measured, single: &Side, cluster: &Side) -> String {
         "**Burst broadcast.** One `POST /api/publish` to node A (the single node) of a JSON array \
          of {BURST} envelopes of {} bytes to `all`; deliveries per second = {BURST} × {} ÷ (time \
          from the POST to the last frame received by the load clients); median of {} bursts per \
-         side after one to warm up, the sides taking turns burst by burst. Server CPU: every \
-         server process over each burst and the 100 ms after it (the cluster's background work \
-         included). Goal: {NODES} nodes ≥ {BURST_RATIO} × 1 node.\n",
+         side after one to warm up, the sides taking turns burst by burst. Server CPU: the net \
+         CPU of every server process over each burst and the 100 ms after it. Goal: {NODES} \
+         nodes ≥ {BURST_RATIO} × 1 node.\n",
         burst_envelope_to(0, BYTES, &Recipient::all()).to_json().len(),
         grouped(m.sockets as u64),
         m.reps,
@@ -73,7 +76,7 @@ fn bursts(m: &Measured, single: &Side, cluster: &Side) -> String {
         let deliveries = (b.rates.len() * BURST * m.sockets) as f64;
         let per_1k = |cpu: f64| cpu / deliveries * 1000.0;
         let redis = if side.nodes > 1 {
-            format!("{:.5}", per_1k(b.cpu.last().copied().unwrap_or(f64::NAN)))
+            format!("{:.5}", per_1k(b.cpu.net(side.nodes)))
         } else {
             "–".to_owned()
         };
@@ -86,7 +89,7 @@ fn bursts(m: &Measured, single: &Side, cluster: &Side) -> String {
             grouped(hi as u64),
             (BURST * m.sockets) as f64 / med * 1000.0,
             med / base,
-            per_1k(b.cpu.iter().sum()),
+            per_1k(b.cpu.net_total()),
         );
     }
     s.push('\n');
@@ -142,22 +145,19 @@ fn latency(m: &Measured, single: &Side, cluster: &Side) -> String {
     s
 }
 
-/// Redis's CPU per publish and per delivery, net of what it does with nothing published.
+/// Redis's CPU per publish and per delivery, net of its background.
 fn redis_cpu(m: &Measured, cluster: &Side) -> String {
     let mut s = String::new();
-    let idle = m.idle_per_s.last().copied().unwrap_or(f64::NAN);
+    let redis = NODES;
     let _ = writeln!(
         s,
-        "**Redis's CPU.** redis-server's CPU time over each phase's windows; background = its CPU \
-         per second with the cluster up and nothing published ({:.3} ms/s over {} s: the nodes' \
-         heartbeats and pings, its own timers) × the windows' length; per publish and per \
-         delivery net of it. A burst publishes {BURST} envelopes; a delivery is one frame to one \
+        "**Redis's CPU.** redis-server's CPU time over the cluster's turns of each phase, and its \
+         background over as long (read over the single node's turns); per publish and per \
+         delivery, net of it. A burst publishes {BURST} envelopes; a delivery is one frame to one \
          socket. PUBLISH and script calls include the counts the other nodes send back to node A \
          (one per node reached and envelope); time in scripts is what `INFO commandstats` says \
-         Redis spent running them (the rest of its CPU is its event loop and socket reads and \
-         writes).\n",
-        idle * 1e3,
-        m.idle_seconds,
+         Redis spent running them (the rest of its CPU is its event loop and its socket reads and \
+         writes).\n"
     );
     let _ = writeln!(
         s,
@@ -171,30 +171,27 @@ fn redis_cpu(m: &Measured, cluster: &Side) -> String {
             "bursts to `all`",
             b.rates.len() * BURST,
             b.rates.len() * BURST * m.sockets,
-            b.cpu.last().copied().unwrap_or(f64::NAN),
-            b.seconds,
+            &b.cpu,
             b.calls,
         ),
         (
             "targeted, one remote group",
             t.publishes,
             t.received,
-            t.cpu.last().copied().unwrap_or(f64::NAN),
-            t.seconds,
+            &t.cpu,
             t.calls,
         ),
     ];
-    for (phase, publishes, deliveries, cpu, seconds, calls) in rows {
-        let background = idle * seconds;
-        let net = cpu - background;
+    for (phase, publishes, deliveries, cpu, calls) in rows {
+        let net = cpu.net(redis);
         let per = |n: u64| n as f64 / publishes as f64;
         let _ = writeln!(
             s,
             "| {phase} | {} | {} | {:.1} ms | {:.1} ms | **{:.1} µs** | **{:.1} µs** | {:.2} | {:.2} | {:.1} µs |",
             grouped(publishes as u64),
             grouped(deliveries as u64),
-            cpu * 1e3,
-            background * 1e3,
+            cpu.busy.get(redis).copied().unwrap_or(f64::NAN) * 1e3,
+            cpu.background(redis) * 1e3,
             net / publishes as f64 * 1e6,
             net / deliveries as f64 * 1e9,
             per(calls.publish),
@@ -207,32 +204,29 @@ fn redis_cpu(m: &Measured, cluster: &Side) -> String {
 }
 
 /// How many nodes a targeted publish wakes: Redis's count in the answers, and the nodes' CPU.
-fn woken(m: &Measured, single: &Side, cluster: &Side) -> String {
+fn woken(single: &Side, cluster: &Side) -> String {
     let mut s = String::new();
     let t = &cluster.targeted;
     let reached: Vec<f64> = t.nodes_reached.iter().map(|&n| n as f64).collect();
     let mean = reached.iter().sum::<f64>() / reached.len() as f64;
     let (lo, hi) = min_max(&reached);
-    let per_publish = |i: usize| {
-        let cpu = t.cpu.get(i).copied().unwrap_or(f64::NAN);
-        let idle = m.idle_per_s.get(i).copied().unwrap_or(f64::NAN);
-        (cpu - idle * t.seconds) / t.publishes as f64 * 1e6
-    };
-    let single_cpu = single.targeted.cpu.iter().sum::<f64>() / single.targeted.publishes as f64;
+    let per_publish = |cpu: f64, publishes: usize| cpu / publishes as f64 * 1e6;
+    let node = |i: usize| per_publish(t.cpu.net(i), t.publishes);
     let _ = writeln!(
         s,
         "**Nodes woken per targeted publish** (goal: 1): node A's answers say how many other \
          nodes Redis passed each envelope to (`nodes`): mean **{mean:.3}** (min {lo:.0}, max \
-         {hi:.0}) over {} publishes, {} answers `partial`. CPU per targeted publish, net of each \
-         process's background: node A (takes the POST) {:.1} µs, node B (the members) {:.1} µs, \
-         node C (none) {:.1} µs, Redis {:.1} µs; the single node, {:.1} µs.\n",
+         {hi:.0}) over {} publishes, {} answers `partial`. Net CPU per targeted publish: node A \
+         (takes the POST) {:.1} µs, node B (the members) {:.1} µs, node C (none) {:.1} µs, Redis \
+         {:.1} µs, {:.1} µs in all; the single node, {:.1} µs.\n",
         grouped(t.publishes as u64),
         t.partial,
-        per_publish(0),
-        per_publish(1),
-        per_publish(2),
-        per_publish(NODES),
-        single_cpu * 1e6,
+        node(0),
+        node(1),
+        node(2),
+        node(NODES),
+        per_publish(t.cpu.net_total(), t.publishes),
+        per_publish(single.targeted.cpu.net_total(), single.targeted.publishes),
     );
     s
 }

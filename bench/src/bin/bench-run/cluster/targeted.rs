@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::redis::Calls;
 use super::setup::{Publisher, Setup};
-use super::{add_delta, bursts, paced, Side, Sizes, RATE};
+use super::{book, bursts, cpu_now, paced, Cpu, Side, Sizes, RATE};
 use crate::procs::{number, Proc};
 use crate::Result;
 
@@ -38,10 +38,8 @@ pub(crate) struct Targeted {
     pub(crate) nodes_reached: Vec<u64>,
     /// Answers that said `partial`.
     pub(crate) partial: usize,
-    /// CPU seconds of each server process (nodes, then Redis) over the measured blocks.
-    pub(crate) cpu: Vec<f64>,
-    /// Wall time of those blocks, in seconds.
-    pub(crate) seconds: f64,
+    /// CPU of each server process over the measured blocks.
+    pub(crate) cpu: Cpu,
     /// What Redis ran over the measured blocks (the cluster).
     pub(crate) calls: Calls,
 }
@@ -71,15 +69,18 @@ pub(crate) async fn run(
     }
     let calls_before = bursts::calls(&mut setups[1]).await?;
     for _ in 0..sizes.blocks {
-        for ((setup, side), publishers) in
-            setups.iter_mut().zip(sides.iter_mut()).zip(&mut publishers)
-        {
+        for turn in 0..2 {
             let started = Instant::now();
-            let before = setup.cpu()?;
-            let paced = block(setup, publishers, &side.targeted.group, sizes.block_seconds).await?;
-            add_delta(&mut side.targeted.cpu, &before, &setup.cpu()?);
+            let before = cpu_now(setups)?;
+            let (setup, side) = (&setups[turn], &sides[turn]);
+            let group = &side.targeted.group;
+            let paced = block(setup, &mut publishers[turn], group, sizes.block_seconds).await?;
+            let after = cpu_now(setups)?;
+            let [single, cluster] = sides;
+            let cpu = [&mut single.targeted.cpu, &mut cluster.targeted.cpu];
+            book(cpu, turn, &before, &after, started.elapsed().as_secs_f64());
+            let side = &mut sides[turn];
             let t = &mut side.targeted;
-            t.seconds += started.elapsed().as_secs_f64();
             t.publishes += paced.answers.len();
             for answer in &paced.answers {
                 t.delivered += answer["delivered"].as_u64().unwrap_or(0) as usize;
