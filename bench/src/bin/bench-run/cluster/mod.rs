@@ -8,6 +8,7 @@
 //! | `bursts.rs` | burst broadcasts (`all`) through node A's publish endpoint |
 //! | `targeted.rs` | publishes at a fixed rate to a group that lives on node B |
 //! | `paced.rs` | the open-loop publisher of `targeted.rs` |
+//! | `traffic.rs` | what each node received from Redis |
 //! | `report.rs` | the tables and the goals |
 //!
 //! Every process of the server side (the nodes, redis-server) is pinned to core 0 and the load
@@ -19,6 +20,7 @@ mod redis;
 mod report;
 mod setup;
 mod targeted;
+mod traffic;
 
 use crate::procs::Env;
 use crate::Result;

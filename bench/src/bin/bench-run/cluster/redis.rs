@@ -64,6 +64,7 @@ impl std::ops::Sub for Calls {
 /// A running redis-server with no persistence, killed when stopped or dropped.
 pub(crate) struct Redis {
     child: Child,
+    pub(crate) port: u16,
     pub(crate) url: String,
     connection: MultiplexedConnection,
 }
@@ -134,6 +135,7 @@ impl Redis {
                 .map_err(|_| "no connection to redis-server")??;
         Ok(Self {
             child,
+            port,
             url,
             connection,
         })

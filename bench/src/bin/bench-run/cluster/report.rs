@@ -156,8 +156,9 @@ fn redis_cpu(m: &Measured, cluster: &Side) -> String {
          delivery, net of it. A burst publishes {BURST} envelopes; a delivery is one frame to one \
          socket. PUBLISH and script calls include the counts the other nodes send back to node A \
          (one per node reached and envelope); time in scripts is what `INFO commandstats` says \
-         Redis spent running them (the rest of its CPU is its event loop and its socket reads and \
-         writes).\n"
+         Redis spent running them, by its clock (on a core shared with the nodes, time it was \
+         preempted counts too); the rest of its CPU is its event loop and its socket reads and \
+         writes.\n"
     );
     let _ = writeln!(
         s,
@@ -212,13 +213,34 @@ fn woken(single: &Side, cluster: &Side) -> String {
     let (lo, hi) = min_max(&reached);
     let per_publish = |cpu: f64, publishes: usize| cpu / publishes as f64 * 1e6;
     let node = |i: usize| per_publish(t.cpu.net(i), t.publishes);
+    let traffic = match &t.from_redis {
+        Some(bytes) => {
+            let per = |i: usize| {
+                bytes
+                    .get(i)
+                    .map_or(f64::NAN, |&b| b as f64 / t.publishes as f64)
+            };
+            format!(
+                "Bytes each node received from Redis (its TCP connections' `bytes_received`, \
+                 `ss -ti`) per targeted publish: node A **{:.1}** (Redis's answers to its \
+                 script calls, and node B's counts), node B **{:.1}** (the envelopes), node C \
+                 **{:.1}** (answers to its heartbeats and pings only).",
+                per(0),
+                per(1),
+                per(2)
+            )
+        }
+        None => "The nodes' traffic from Redis was not measured (see the run's output).".to_owned(),
+    };
     let _ = writeln!(
         s,
         "**Nodes woken per targeted publish** (goal: 1): node A's answers say how many other \
          nodes Redis passed each envelope to (`nodes`): mean **{mean:.3}** (min {lo:.0}, max \
-         {hi:.0}) over {} publishes, {} answers `partial`. Net CPU per targeted publish: node A \
-         (takes the POST) {:.1} µs, node B (the members) {:.1} µs, node C (none) {:.1} µs, Redis \
-         {:.1} µs, {:.1} µs in all; the single node, {:.1} µs.\n",
+         {hi:.0}) over {} publishes, {} answers `partial`. {traffic} Net CPU per targeted \
+         publish: node A (takes the POST) {:.1} µs, node B (the members) {:.1} µs, node C (none) \
+         {:.1} µs, Redis {:.1} µs, {:.1} µs in all; the single node, {:.1} µs (a wave of the hub's \
+         pings, every 25 s to each socket, that falls in one side's turns moves these by ±15 µs \
+         or so).\n",
         grouped(t.publishes as u64),
         t.partial,
         node(0),

@@ -195,6 +195,19 @@ impl Setup {
         Ok(cpu)
     }
 
+    /// The bytes each node has received from Redis so far (none without a Redis).
+    pub(crate) fn received_from_redis(&self) -> Result<Vec<u64>> {
+        let Some(redis) = &self.redis else {
+            return Ok(Vec::new());
+        };
+        let received = super::traffic::received_from(redis.port)?;
+        let mut bytes = Vec::new();
+        for node in &self.nodes {
+            bytes.push(received.get(&node.server.pid()?).copied().unwrap_or(0));
+        }
+        Ok(bytes)
+    }
+
     /// `connections` keep-alive connections to node 0's publish endpoint.
     pub(crate) async fn publishers(&self, connections: usize) -> Result<Vec<Publisher>> {
         let mut publishers = Vec::new();

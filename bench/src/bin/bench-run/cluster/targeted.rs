@@ -42,6 +42,9 @@ pub(crate) struct Targeted {
     pub(crate) cpu: Cpu,
     /// What Redis ran over the measured blocks (the cluster).
     pub(crate) calls: Calls,
+    /// Bytes each node received from Redis over the measured blocks (the cluster; `None` when
+    /// they could not be read, which the run says).
+    pub(crate) from_redis: Option<Vec<u64>>,
 }
 
 pub(crate) async fn run(
@@ -68,6 +71,7 @@ pub(crate) async fn run(
         }
     }
     let calls_before = bursts::calls(&mut setups[1]).await?;
+    let received_before = setups[1].received_from_redis();
     for _ in 0..sizes.blocks {
         for turn in 0..2 {
             let started = Instant::now();
@@ -94,6 +98,13 @@ pub(crate) async fn run(
         }
     }
     sides[1].targeted.calls = bursts::calls(&mut setups[1]).await? - calls_before;
+    sides[1].targeted.from_redis = match (received_before, setups[1].received_from_redis()) {
+        (Ok(before), Ok(after)) => Some(after.iter().zip(&before).map(|(a, b)| a - b).collect()),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("bench-run: the nodes' traffic from Redis is not measured: {e}");
+            None
+        }
+    };
     for (setup, side) in setups.iter_mut().zip(sides.iter_mut()) {
         latencies(setup, &mut side.targeted).await?;
     }
