@@ -2,6 +2,7 @@
 //! no-op baseline route of scenario 5 and the forward handler of scenario 6.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -22,10 +23,15 @@ pub type WshubService = wshub::HubService<
 >;
 
 /// A hub with the defaults, forwarding action `forwarded` in process to [`FORWARD_PATH`]; with
-/// `redis` (a URL), one node of a cluster on that Redis. Call it inside the runtime the hub runs on.
-pub fn hub(redis: Option<&str>) -> Result<Hub, wshub::HubError> {
+/// `redis` (a URL), one node of a cluster on that Redis; with `ping_interval`, pinging each socket
+/// that often (and closing a silent one after 2.4 times as long, the defaults' ratio). Call it
+/// inside the runtime the hub runs on.
+pub fn hub(redis: Option<&str>, ping_interval: Option<Duration>) -> Result<Hub, wshub::HubError> {
     let mut builder =
         Hub::builder().forwarding(Forwarding::in_process(FORWARD_PATH).actions(["forwarded"]));
+    if let Some(every) = ping_interval {
+        builder = builder.ping_interval(every).idle_timeout(every * 12 / 5);
+    }
     if let Some(url) = redis {
         builder = builder.cluster(wshub::RedisCluster::new(url)?);
     }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench-server --impl wshub|tungstenite|raw --port P [--read-buffer BYTES] [--redis URL]
-//!              [--max-seconds S]
+//!              [--ping-interval S] [--max-seconds S]
 //! ```
 //!
 //! Listens on 127.0.0.1:P, prints `listening ADDR`, then reads commands on stdin, one a line:
@@ -20,7 +20,10 @@
 //!
 //! `--redis URL` (wshub only) makes the hub one node of a cluster on the Redis at URL
 //! (`HubBuilder::cluster`, docs/cluster.md), for the cluster scenario; `count` then counts this
-//! node's sockets.
+//! node's sockets. `--ping-interval S` (wshub only) pings each socket every S seconds instead
+//! of 25 (and closes a silent one after 2.4 × S instead of 60 s, the same ratio), so that a
+//! scenario can keep the waves of pings to thousands of sockets connected together out of what
+//! it measures.
 //!
 //! It exits by itself when stdin closes or after `--max-seconds` (default 900).
 //!
@@ -80,14 +83,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if args.value("--redis").is_some() && which != "wshub" {
-        eprintln!("--redis is for --impl wshub: the baselines have no cluster");
+    if (args.value("--redis").is_some() || args.value("--ping-interval").is_some())
+        && which != "wshub"
+    {
+        eprintln!("--redis and --ping-interval are for --impl wshub");
         std::process::exit(2);
     }
+    let ping_interval = args
+        .value("--ping-interval")
+        .map(|_| Duration::from_secs(args.parsed("--ping-interval", 25)));
     // A clustered hub starts its Redis tasks on the runtime it is built in.
     let _entered = runtime.enter();
     let server = match which.as_str() {
-        "wshub" => match app::hub(args.value("--redis")) {
+        "wshub" => match app::hub(args.value("--redis"), ping_interval) {
             Ok(hub) => Server::Wshub(hub),
             Err(e) => {
                 eprintln!("bench-server: {e}");

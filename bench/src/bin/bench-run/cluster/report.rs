@@ -35,8 +35,10 @@ pub(crate) fn report(m: &Measured) -> String {
          CPU times here are the sum of each process's threads' `schedstat` (ns), as Redis does \
          too little per publish for `/proc/<pid>/stat`'s 10 ms ticks; **net** CPU is a process's \
          CPU over its side's turns less its background, read over the other side's turns (as \
-         long in all, interleaved with them): heartbeats, Redis's timers, and the hub's pings to \
-         every socket every 25 s.\n",
+         long in all, interleaved with them): the nodes' heartbeats and Redis's timers. The hub's \
+         pings to the sockets are put off on both sides (`--ping-interval 600`; every 25 s by \
+         default): sockets connected together are pinged together, and such a wave, falling in \
+         one side's turns, moved the CPU figures by more than a publish costs.\n",
         grouped((m.sockets / NODES) as u64),
         grouped((m.sockets / SHARES) as u64),
     );
@@ -238,9 +240,7 @@ fn woken(single: &Side, cluster: &Side) -> String {
          nodes Redis passed each envelope to (`nodes`): mean **{mean:.3}** (min {lo:.0}, max \
          {hi:.0}) over {} publishes, {} answers `partial`. {traffic} Net CPU per targeted \
          publish: node A (takes the POST) {:.1} µs, node B (the members) {:.1} µs, node C (none) \
-         {:.1} µs, Redis {:.1} µs, {:.1} µs in all; the single node, {:.1} µs (a wave of the hub's \
-         pings, every 25 s to each socket, that falls in one side's turns moves these by ±15 µs \
-         or so).\n",
+         {:.1} µs, Redis {:.1} µs, {:.1} µs in all; the single node, {:.1} µs.\n",
         grouped(t.publishes as u64),
         t.partial,
         node(0),

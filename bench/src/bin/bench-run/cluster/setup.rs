@@ -20,6 +20,10 @@ use crate::Result;
 pub(crate) const SHARES: usize = 3;
 /// Sockets per group: share `i`'s sockets are in groups of their own, on share `i`'s node.
 pub(crate) const GROUP_SIZE: usize = 100;
+/// How often the nodes ping each socket: not within a run. Sockets connected together are
+/// pinged together, every 25 s by default; such a wave falls in one side's turns and moves the
+/// CPU figures by more than a publish costs.
+const PING_INTERVAL_S: u32 = 600;
 /// How long the nodes and Redis may take to be ready, each step.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -70,6 +74,7 @@ impl Setup {
             let port = env.port()?;
             let mut command = env.command(0, "bench-server");
             command.args(["--impl", "wshub", "--port", &port.to_string()]);
+            command.args(["--ping-interval", &PING_INTERVAL_S.to_string()]);
             if let Some(redis) = &setup.redis {
                 command.args(["--redis", &redis.url]);
             }
