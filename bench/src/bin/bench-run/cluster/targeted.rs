@@ -76,15 +76,19 @@ pub(crate) async fn run(
         for turn in 0..2 {
             let started = Instant::now();
             let before = cpu_now(setups)?;
-            let (setup, side) = (&setups[turn], &sides[turn]);
-            let group = &side.targeted.group;
-            let paced = block(setup, &mut publishers[turn], group, sizes.block_seconds).await?;
+            let group = &sides[turn].targeted.group;
+            let paced = block(
+                &setups[turn],
+                &mut publishers[turn],
+                group,
+                sizes.block_seconds,
+            )
+            .await?;
             let after = cpu_now(setups)?;
             let [single, cluster] = sides;
             let cpu = [&mut single.targeted.cpu, &mut cluster.targeted.cpu];
             book(cpu, turn, &before, &after, started.elapsed().as_secs_f64());
-            let side = &mut sides[turn];
-            let t = &mut side.targeted;
+            let t = &mut sides[turn].targeted;
             t.publishes += paced.answers.len();
             for answer in &paced.answers {
                 t.delivered += answer["delivered"].as_u64().unwrap_or(0) as usize;
