@@ -78,7 +78,7 @@ fn bursts(m: &Measured, single: &Side, cluster: &Side) -> String {
         let deliveries = (b.rates.len() * BURST * m.sockets) as f64;
         let per_1k = |cpu: f64| cpu / deliveries * 1000.0;
         let redis = if side.nodes > 1 {
-            format!("{:.5}", per_1k(b.cpu.net(side.nodes)))
+            format!("{:.1} µs", per_1k(b.cpu.net(side.nodes)) * 1e6)
         } else {
             "–".to_owned()
         };
