@@ -283,7 +283,12 @@ async fn answers(connection: Option<&mut MultiplexedConnection>, link: &Link) ->
 /// Tells the tallies what Redis did with a bundle: how many nodes each message reached, or that
 /// its deadline had passed and nothing was sent.
 fn settle(bundle: Bundle, result: &redis::Value, link: &Link) {
-    let Ok(counts) = redis::from_redis_value_ref::<Vec<usize>>(result) else {
+    let counts = match result {
+        // A lone `PUBLISH` (see `pipeline`): how many received it.
+        redis::Value::Int(count) => Ok(vec![usize::try_from(*count).unwrap_or(0)]),
+        result => redis::from_redis_value_ref::<Vec<usize>>(result),
+    };
+    let Ok(counts) = counts else {
         // -1: too late, nothing was published.
         for ticket in bundle.tickets() {
             link.tallies.failed(ticket);
@@ -312,6 +317,16 @@ fn pipeline(
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for bundle in batch {
+        // One message to one node (an answer, an operation) needs no script: a plain PUBLISH
+        // costs Redis a tenth as much.
+        if let ([one], None) = (bundle.parts.as_slice(), bundle.deadline) {
+            if let Reach::Node(node) = one.reach {
+                pipe.cmd("PUBLISH")
+                    .arg(link.names.inbox(node))
+                    .arg(&one.message);
+                continue;
+            }
+        }
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(link.names.prefix())
