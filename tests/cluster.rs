@@ -61,16 +61,7 @@ async fn who_receives(
     let marker = envelope("marker", json!(""), json!([{"type": "all"}])).to_string();
     let response = from.post("/api/publish", Some(TOKEN), &marker).await;
     assert_eq!(response.status, 200, "marker: {response:?}");
-    let mut got = Vec::new();
-    for (i, client) in clients.iter_mut().enumerate() {
-        let first = client.recv().await;
-        if first["action"] == "probe" {
-            got.push(i);
-            client.recv_action("marker").await;
-        } else {
-            assert_eq!(first["action"], "marker", "client {i} got {first}");
-        }
-    }
+    let got = common::got_probe(clients).await;
     assert_eq!(
         answer["delivered"].as_u64(),
         Some(got.len() as u64),

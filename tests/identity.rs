@@ -270,16 +270,7 @@ async fn who_receives(
         .publish(&envelope("probe", json!("x"), recipients).to_string())
         .await;
     server.send_marker();
-    let mut got = Vec::new();
-    for (i, client) in clients.iter_mut().enumerate() {
-        let first = client.recv().await;
-        if first["action"] == "probe" {
-            got.push(i);
-            client.recv_action("marker").await;
-        } else {
-            assert_eq!(first["action"], "marker", "client {i} got {first}");
-        }
-    }
+    let got = common::got_probe(clients).await;
     assert_eq!(
         delivered as usize,
         got.len(),

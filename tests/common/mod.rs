@@ -452,6 +452,23 @@ impl Client {
     }
 }
 
+/// Which of `clients` got a `probe` envelope before the `marker` sent to everyone after it:
+/// routing is in order per connection, so one whose next envelope is the marker did not get the
+/// probe, and one that got the probe twice would not find the marker next.
+pub async fn got_probe(clients: &mut [Client]) -> Vec<usize> {
+    let mut got = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let first = client.recv().await;
+        if first["action"] == "probe" {
+            got.push(i);
+            client.recv_action("marker").await;
+        } else {
+            assert_eq!(first["action"], "marker", "client {i} got {first}");
+        }
+    }
+    got
+}
+
 /// An envelope addressed to `recipients`.
 pub fn envelope(action: &str, message: Value, recipients: Value) -> Value {
     serde_json::json!({ "action": action, "message": message, "recipients": recipients })
