@@ -1,5 +1,6 @@
-//! This node's groups and users in Redis: the sets of nodes that routing reads, kept in step
-//! with the registry.
+//! This node's membership in Redis, kept in step with the registry: its id in the set of each
+//! group and user it has members of (what routing reads), and the record of each of its
+//! connections (what questions about connections read, `records.rs`).
 //!
 //! The registry reports a change under its lock, where nothing may wait, so the change is only
 //! noted here; a task writes it. What it writes is the registry's state when it writes, not the
