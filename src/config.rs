@@ -10,7 +10,7 @@ use crate::identity::IdentityResolver;
 use crate::info::ConnectionInfo;
 use crate::routing::EmptyRecipients;
 
-/// Which `Origin` headers may open a socket (PROTOCOL.md §3).
+/// Which `Origin` headers may open a socket (docs/protocol.md §3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OriginPolicy {
     /// No `Origin` header, or one whose host and port are the request's `Host`.
@@ -281,7 +281,7 @@ impl HubBuilder {
         self
     }
 
-    /// Forwards client envelopes to the application as HTTP requests (PROTOCOL.md §5); see
+    /// Forwards client envelopes to the application as HTTP requests (docs/protocol.md §5); see
     /// [`Forwarding`]. Without it, every client envelope is relayed.
     pub fn forwarding(mut self, forwarding: Forwarding) -> Self {
         self.config.forwarding = Some(forwarding);

@@ -1,6 +1,6 @@
 //! One socket's task: the only code that reads or writes it. It reads client envelopes, writes
 //! what is queued for it, pings, enforces the idle timeout, the size and rate limits, and closes
-//! with the codes of PROTOCOL.md §6.
+//! with the codes of docs/protocol.md §6.
 //!
 //! One task per socket, not a reader and a writer: half the tasks, and a write that blocks on a
 //! client that does not read also stops reading from it, which is the backpressure we want.

@@ -1,4 +1,4 @@
-//! The one message shape of the protocol (PROTOCOL.md §1, §2): parsing with the exact errors the
+//! The one message shape of the protocol (docs/protocol.md §1, §2): parsing with the exact errors the
 //! protocol names, and serialising to one shared frame that every recipient gets a clone of.
 
 use std::fmt;
@@ -56,7 +56,7 @@ pub struct Recipient {
     pub value: String,
 }
 
-/// The recipient types of PROTOCOL.md §2. Matched case-insensitively on the wire.
+/// The recipient types of docs/protocol.md §2. Matched case-insensitively on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecipientKind {
     /// `all`: every connection.
@@ -356,7 +356,7 @@ impl Serialize for Envelope {
     }
 }
 
-/// An envelope as a receiver sees it: with `recipients: []` (PROTOCOL.md §1). The list is the
+/// An envelope as a receiver sees it: with `recipients: []` (docs/protocol.md §1). The list is the
 /// sender's business: it names the other receivers' connection ids (which are capabilities) and
 /// user ids, and whom the sender left out. The field stays, empty, for clients that expect the
 /// five fields.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Why bytes are not a valid envelope (PROTOCOL.md §1, §2). Its text is the `detail` a client sees
+/// Why bytes are not a valid envelope (docs/protocol.md §1, §2). Its text is the `detail` a client sees
 /// in an `invalid_envelope` error and the `error` of a publish endpoint's `400`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeError {

@@ -1,4 +1,4 @@
-//! The RFC 6455 opening handshake on the server side, and every answer of PROTOCOL.md §3.
+//! The RFC 6455 opening handshake on the server side, and every answer of docs/protocol.md §3.
 
 use std::fmt;
 use std::future::Future;

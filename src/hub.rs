@@ -75,7 +75,7 @@ pub(crate) struct Tally {
     tickets: Vec<crate::cluster::Ticket>,
 }
 
-/// What the other nodes reported (PROTOCOL.md §7, in a cluster).
+/// What the other nodes reported (docs/protocol.md §7, in a cluster).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reported {
     /// Connections the other nodes queued the envelopes to.
@@ -176,7 +176,7 @@ impl Hub {
         }
     }
 
-    /// Routes an envelope to its recipients (PROTOCOL.md §2) and returns how many connections it
+    /// Routes an envelope to its recipients (docs/protocol.md §2) and returns how many connections it
     /// was queued to. Never waits: the envelope is serialised once and each target's queue gets a
     /// shared reference to the same frame.
     ///
@@ -319,7 +319,7 @@ impl Hub {
     }
 
     /// Closes a connection, on whichever node it is, with `code` (1000, or an application's
-    /// 3000–4999; PROTOCOL.md §6) after what it was already sent. Returns false when no node has
+    /// 3000–4999; docs/protocol.md §6) after what it was already sent. Returns false when no node has
     /// it. In a cluster, waits for the connection's node as [`join`](Self::join) does.
     pub async fn disconnect(&self, connection: ConnectionId, code: u16) -> Result<bool, HubError> {
         check_close_code(code)?;

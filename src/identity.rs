@@ -1,4 +1,4 @@
-//! Who a connection is (PROTOCOL.md §3): from the query string (`?groupId=G&userId=U`) by default,
+//! Who a connection is (docs/protocol.md §3): from the query string (`?groupId=G&userId=U`) by default,
 //! or from an [`IdentityResolver`] the application installs, whose answer the client cannot
 //! override.
 

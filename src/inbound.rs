@@ -1,4 +1,4 @@
-//! What a client's text frame must be before the hub acts on it (PROTOCOL.md §4, §8): a valid
+//! What a client's text frame must be before the hub acts on it (docs/protocol.md §4, §8): a valid
 //! envelope within the hub's field limits, with an action that is not reserved for the hub, and
 //! speaking for the connection's own identity whatever it claims.
 

@@ -96,3 +96,8 @@ pub use server::{serve, Serve};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// So do docs/forwarding.md's.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/forwarding.md")]
+struct ForwardingDoctests;

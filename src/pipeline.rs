@@ -1,4 +1,4 @@
-//! One connection's envelopes, handled in the order the client sent them (PROTOCOL.md §4):
+//! One connection's envelopes, handled in the order the client sent them (docs/protocol.md §4):
 //! relayed at once while nothing is ahead of them, forwarded one at a time, and otherwise waiting
 //! in line behind a forward. The connection stops reading when the line is full.
 

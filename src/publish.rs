@@ -1,4 +1,4 @@
-//! The HTTP publish endpoint (PROTOCOL.md §7): any backend POSTs an envelope, or an array of them,
+//! The HTTP publish endpoint (docs/protocol.md §7): any backend POSTs an envelope, or an array of them,
 //! and the hub routes it. It is never open by accident: to get the service at all, the application
 //! picks a bearer token, or says that something else (a tower auth layer) guards it.
 
@@ -31,7 +31,7 @@ pub struct PublishEndpoint {
 }
 
 impl Hub {
-    /// The HTTP publish endpoint (PROTOCOL.md §7). Choose how it authenticates to get the
+    /// The HTTP publish endpoint (docs/protocol.md §7). Choose how it authenticates to get the
     /// service: [`PublishEndpoint::bearer_token`] or [`PublishEndpoint::allow_anonymous`].
     pub fn publish_service(&self) -> PublishEndpoint {
         PublishEndpoint::new(self.clone())

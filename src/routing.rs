@@ -1,4 +1,4 @@
-//! Who receives an envelope (PROTOCOL.md §2): the one place that turns a recipient list into a
+//! Who receives an envelope (docs/protocol.md §2): the one place that turns a recipient list into a
 //! target set. A pure function of the registry's indices.
 //!
 //! The target set is the union of the include recipients (or every connection when there are
@@ -171,7 +171,7 @@ mod tests {
         groups: Vec<String>,
     }
 
-    /// PROTOCOL.md §2 read literally, one connection at a time.
+    /// docs/protocol.md §2 read literally, one connection at a time.
     fn reference(conns: &[Conn], recipients: &[Recipient], empty: EmptyRecipients) -> Vec<u128> {
         let selects = |c: &Conn, r: &Recipient| {
             let v = r.value.as_str();

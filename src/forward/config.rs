@@ -4,7 +4,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 
-/// Which client envelopes are forwarded to the application, and where (PROTOCOL.md §5).
+/// Which client envelopes are forwarded to the application, and where (docs/protocol.md §5).
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Forwarding of client envelopes to the application as HTTP requests (PROTOCOL.md §5): into the
+//! Forwarding of client envelopes to the application as HTTP requests (docs/protocol.md §5): into the
 //! wrapped service itself, in process, or to an external URL; and turning the answer back into
 //! envelopes to route, or into an `__error` for the sender.
 

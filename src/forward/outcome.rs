@@ -1,4 +1,4 @@
-//! What the application's answer to a forward means (PROTOCOL.md §5).
+//! What the application's answer to a forward means (docs/protocol.md §5).
 
 use bytes::Bytes;
 use http::{Response, StatusCode};

@@ -84,7 +84,7 @@ pub enum ForwardAnswer {
 /// Longest part of an error answer's body that a forward's `__error` passes on.
 pub const FORWARD_DETAIL_MAX: usize = crate::forward::DETAIL_MAX;
 
-/// Interprets an answer to a forward (PROTOCOL.md §5).
+/// Interprets an answer to a forward (docs/protocol.md §5).
 pub fn forward_answer(status: StatusCode, body: Bytes, limits: Limits) -> ForwardAnswer {
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -106,7 +106,7 @@ pub enum Upgrade {
     Accepted(HeaderValue),
 }
 
-/// Runs the upgrade checks of PROTOCOL.md §3 that depend on the request alone (not on the
+/// Runs the upgrade checks of docs/protocol.md §3 that depend on the request alone (not on the
 /// connection limit, shutdown, or whether the server can upgrade).
 pub fn upgrade<B>(hub: &Hub, request: &Request<B>) -> Upgrade {
     if !handshake::is_upgrade_request(request.headers()) {

@@ -156,7 +156,7 @@ async fn read_frames_from(stream: &mut (impl tokio::io::AsyncRead + Unpin)) {
 }
 
 /// The application behind forwards: answers by the message, so that the fuzzer reaches every
-/// kind of answer (PROTOCOL.md §5).
+/// kind of answer (docs/protocol.md §5).
 #[derive(Debug, Clone, Copy)]
 struct Application;
 

@@ -4,7 +4,7 @@
 pub(crate) const GOING_AWAY: u16 = 1001;
 /// The client broke a rule of the hub (a message too slow to arrive, too many messages).
 pub(crate) const POLICY: u16 = 1008;
-/// The client did not keep up with its messages: PROTOCOL.md calls it a slow consumer, and the
+/// The client did not keep up with its messages: docs/protocol.md calls it a slow consumer, and the
 /// code is the policy code, as the protocol fixes it.
 pub(crate) const SLOW_CONSUMER: u16 = 1008;
 /// Something failed inside the hub.
