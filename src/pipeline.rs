@@ -143,6 +143,16 @@ impl Pipeline {
             &forwarder.copied,
             &config.extra_headers,
         );
+        // In process, a 404 almost always means the layer wraps each route of the router (where
+        // `router.layer(..)` puts it) instead of the router: say so where the developer looks.
+        let misplaced = matches!(config.target, Target::InProcess(_)).then(|| {
+            format!(
+                "the application answered 404 Not Found for {}: if that route exists, the hub's \
+                 layer probably wraps each route (`router.layer(hub.layer(..))`) instead of the \
+                 whole router (`hub.layer(..).layer(router)`)",
+                uri.path()
+            )
+        });
         let call = (forwarder.call)(request);
         let slots = hub.forward_slots().clone();
         let timeout = config.timeout;
@@ -154,6 +164,12 @@ impl Pipeline {
                 call.await
             };
             match tokio::time::timeout(timeout, answered).await {
+                Ok(Ok(response)) if response.status() == http::StatusCode::NOT_FOUND => {
+                    match misplaced {
+                        Some(hint) => Outcome::failed("forward_failed", hint),
+                        None => Outcome::of(response, limits),
+                    }
+                }
                 Ok(Ok(response)) => Outcome::of(response, limits),
                 Ok(Err(detail)) => Outcome::failed("forward_failed", detail),
                 Err(_) => Outcome::failed(

@@ -445,6 +445,26 @@ async fn external_unreachable_url_is_forward_failed() {
     failure_reaches_only_the_sender(&setup, "forward_failed", Detail::NotEmpty).await;
 }
 
+#[tokio::test]
+async fn in_process_404_says_the_layer_probably_wraps_each_route() {
+    // The forward path has no route: what `router.layer(hub.layer(..))` looks like from inside.
+    let hub = Hub::builder()
+        .forwarding(Forwarding::in_process(FORWARD_PATH).actions(["fwd"]))
+        .build();
+    let server = TestServer::serve(hub, Router::new()).await;
+    let mut client = server.connect("").await;
+    client.send_json(&json!({"action": "fwd"})).await;
+    let error = client.recv_action("__error").await;
+    assert_eq!(error["message"]["code"], "forward_failed");
+    let detail = error["message"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("404")
+            && detail.contains(FORWARD_PATH)
+            && detail.contains("hub.layer(..).layer(router)"),
+        "{detail}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The forwarded request
 
