@@ -186,3 +186,13 @@ pub(crate) async fn stop_profile(mut perf: Child) -> Result<()> {
     perf.wait().await?;
     Ok(())
 }
+
+/// The last `done` that load clients report (each at the end of a burst), in unix ns.
+pub(crate) async fn last_done(loads: &mut [Proc]) -> Result<u128> {
+    let mut last = 0;
+    for load in loads {
+        let done = load.expect("done", Duration::from_secs(60)).await?;
+        last = last.max(number(&done, 1)?);
+    }
+    Ok(last)
+}

@@ -231,12 +231,7 @@ impl Setup {
 
     /// The last `done` of the load clients, in unix ns.
     pub(crate) async fn last_done(&mut self) -> Result<u128> {
-        let mut last = 0;
-        for load in &mut self.loads {
-            let done = load.expect("done", Duration::from_secs(60)).await?;
-            last = last.max(number(&done, 1)?);
-        }
-        Ok(last)
+        crate::procs::last_done(&mut self.loads).await
     }
 
     /// Stops the load clients, then the nodes, then Redis.
