@@ -22,6 +22,7 @@
 //! | `/api/disconnect` | `POST {"user": U, "code": C}` or `{"connection": ID, "code": C}`, same token: closes the user's (or the connection's) sockets on every node, as a logout would; answers `{"closed": N}` |
 //! | `/api/who` | `GET`, same token: `?group=G` or `?user=U` → `{"connections": [...]}`, `?connection=ID` → `{"groups": [...]}` (or `null`), nothing → `{"connections": N, "users": N, "groups": N}`; every node's |
 //! | `/api/join`, `/api/leave` | `POST {"connection": ID, "group": G}`, same token: moves a connection, on whichever node it is; answers `{"done": true}` or `false` |
+//! | `/hub/echo` | where the hub forwards the socket action `echo`: a request (`hub.request("echo", m)`) is answered `{"echo": m}`, or refused when `m` is `"refuse"` |
 //!
 //! On Ctrl-C or SIGTERM it closes every socket with 1001, stops accepting, lets the HTTP
 //! connections finish what they are doing (10 s at most), and exits 0.
@@ -37,7 +38,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 use tracing_subscriber::EnvFilter;
-use wshub::{Hub, PublishService, RequestBody};
+use wshub::{ConnectionInfo, Envelope, Forwarding, Hub, PublishService, Reply, RequestBody};
 
 const PAGE: &str = r#"wshub without axum
 
@@ -69,7 +70,9 @@ async fn main() -> io::Result<()> {
         _ => (random_token()?, true),
     };
 
-    let hub = builder_from_env().build();
+    let hub = builder_from_env()
+        .forwarding(Forwarding::in_process("/hub/echo").actions(["echo"]))
+        .build();
     let api = Api {
         publish: hub.publish_service().bearer_token(token.as_str()),
         hub: hub.clone(),
@@ -159,6 +162,7 @@ async fn route(request: Request<RequestBody<Incoming>>, api: Api) -> Response<Fu
             Err(never) => match never {},
         },
         (&Method::GET, "/api/who") => who(request, &api).await,
+        (&Method::POST, "/hub/echo") => echo(request).await,
         (&Method::POST, path @ ("/api/disconnect" | "/api/join" | "/api/leave")) => {
             let path = path.to_owned();
             manage(request, &path, &api).await
@@ -169,6 +173,29 @@ async fn route(request: Request<RequestBody<Incoming>>, api: Api) -> Response<Fu
             .body(Full::new(Bytes::from_static(b"not found\n")))
             .unwrap_or_default(),
     }
+}
+
+/// `/hub/echo`: the socket action `echo`, which the hub forwards here in process. Only its
+/// forwards carry a `ConnectionInfo` extension, which no client can forge.
+async fn echo(request: Request<RequestBody<Incoming>>) -> Response<Full<Bytes>> {
+    if request.extensions().get::<ConnectionInfo>().is_none() {
+        return json(
+            StatusCode::FORBIDDEN,
+            r#"{"error":"only the hub forwards here"}"#.to_owned(),
+        );
+    }
+    let envelope = match request.into_body().collect().await {
+        Ok(body) => Envelope::from_json(&body.to_bytes()),
+        Err(_) => return json(StatusCode::BAD_REQUEST, r#"{"error":"no body"}"#.to_owned()),
+    };
+    let reply = match envelope {
+        Ok(envelope) if envelope.message.get() == r#""refuse""# => {
+            Reply::refuse("refused, as asked")
+        }
+        Ok(envelope) => Reply::with(&serde_json::json!({ "echo": envelope.message })),
+        Err(e) => Reply::refuse(e.to_string()),
+    };
+    reply.into_http_response().map(Full::new)
 }
 
 /// `/api/who`: the hub's questions about connections, answered for every node.

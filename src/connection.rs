@@ -13,17 +13,18 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant};
 
+use crate::answer::Answers;
 use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::{Call, Outcome};
 use crate::hub::{Hub, Permit};
 use crate::identity::Identity;
-use crate::inbound;
+use crate::inbound::{self, PING};
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
 use crate::node::Outbox;
 use crate::pace::Pace;
-use crate::pipeline::{Forwarder, Pipeline, Work};
+use crate::pipeline::{Asker, Forwarder, Pipeline, Work};
 use crate::websocket::{close, Event, Frame, Inbound, Socket};
 
 /// What a connection's task gets from its upgrade request besides the socket.
@@ -68,7 +69,7 @@ where
     };
     // Queued before the socket is visible to routing, so it is the first thing the client reads.
     outbox.offer(hub.frame(&Envelope::system("__connected", &about)));
-    let own = outbox.clone();
+    let answers = Answers::new(outbox.clone(), Arc::clone(hub.budget()));
     let Some(registration) = hub.register(id, &identity, outbox) else {
         end(&mut socket, Ending::hub(close::GOING_AWAY)).await;
         return;
@@ -94,10 +95,10 @@ where
     });
     let mut session = Session {
         rate: config.rate_limit.map(TokenBucket::new),
-        pipeline: Pipeline::new(id, identity.clone(), forwarder),
+        pipeline: Pipeline::new(id, identity.clone(), forwarder, answers.clone()),
         hub: hub.clone(),
         identity,
-        own,
+        answers,
         ping_interval: config.ping_interval,
         idle_timeout: config.idle_timeout,
         pace: Pace::default(),
@@ -186,18 +187,10 @@ struct Connected {
     group_id: String,
 }
 
-#[derive(Serialize)]
-struct ErrorMessage<'a> {
-    code: &'a str,
-    detail: &'a str,
-}
-
 struct Session {
     hub: Hub,
     identity: Identity,
-    /// The connection's own queue, for `__error` envelopes: they wait behind what is queued
-    /// already, so a client sees events in the order they happened.
-    own: Outbox,
+    answers: Answers,
     rate: Option<TokenBucket>,
     pipeline: Pipeline,
     pace: Pace,
@@ -246,8 +239,8 @@ impl Session {
                         Inbound::Close(code) => return Ending::ClientClosed(code),
                     }
                 }
-                (outcome, report) = self.pipeline.answered() => {
-                    self.on_outcome(outcome, report).await;
+                (outcome, asker) = self.pipeline.answered() => {
+                    self.on_outcome(outcome, asker).await;
                     self.pipeline.advance(&self.hub, &mut self.pace).await;
                 }
                 () = &mut timer => {
@@ -286,7 +279,12 @@ impl Session {
                     return Some(Ending::Close(close::POLICY, "too many messages"))
                 }
                 Err(_) => {
-                    self.error("rate_limited", "too many messages; slow down");
+                    let request = Envelope::request_id_of(text.as_bytes(), self.max_id_len());
+                    self.answers.error(
+                        "rate_limited",
+                        "too many messages; slow down",
+                        request.as_deref(),
+                    );
                     return None;
                 }
             }
@@ -295,15 +293,25 @@ impl Session {
         let envelope = match inbound::admit(text.as_bytes(), fields, &self.identity) {
             Ok(envelope) => envelope,
             Err(rejection) => {
-                self.error(rejection.code, &rejection.detail);
+                self.answers.error(
+                    rejection.code,
+                    &rejection.detail,
+                    rejection.request_id.as_deref(),
+                );
                 return None;
             }
         };
-        let work = if self.pipeline.forwards(&self.hub, &envelope.action) {
-            Work::Forward {
-                envelope,
-                report: true,
+        if envelope.action == PING {
+            // Ahead of whatever waits for a forward: it asks whether the socket works, not
+            // whether the application has caught up.
+            if let Some(id) = &envelope.request_id {
+                self.answers.reply(id, None);
             }
+            return None;
+        }
+        let work = if self.pipeline.forwards(&self.hub, &envelope.action) {
+            let asker = Asker::Client(envelope.request_id.clone());
+            Work::Forward { envelope, asker }
         } else {
             let refused = match &self.hub.config().relay {
                 Relay::Allow => None,
@@ -311,7 +319,8 @@ impl Session {
                 Relay::Filter(filter) => filter(&envelope).err(),
             };
             if let Some(reason) = refused {
-                self.error("forbidden", &reason);
+                self.answers
+                    .error("forbidden", &reason, envelope.request_id.as_deref());
                 return None;
             }
             Work::Relay(envelope)
@@ -327,26 +336,42 @@ impl Session {
             .from_group(self.identity.group_id().to_owned());
         let work = Work::Forward {
             envelope,
-            report: false,
+            asker: Asker::Nobody,
         };
         self.pipeline.push(work);
     }
 
-    /// Routes what the application answered, or tells the client why it failed.
-    async fn on_outcome(&mut self, outcome: Outcome, report: bool) {
-        match outcome {
-            Outcome::Route(envelopes) => {
+    /// Routes what the application answered, then answers the client's request; or tells the
+    /// client why it failed.
+    async fn on_outcome(&mut self, outcome: Outcome, asker: Asker) {
+        let reply = match outcome {
+            Outcome::Route { envelopes, reply } => {
                 for envelope in &envelopes {
                     self.hub.send(envelope);
                     self.pace.tick().await;
                 }
+                reply
             }
-            Outcome::Nothing => {}
-            Outcome::Failed { code, detail } if report => self.error(code, &detail),
+            Outcome::Nothing => None,
             Outcome::Failed { code, detail } => {
-                tracing::warn!(code, detail, "a connection event was not handled")
+                match &asker {
+                    Asker::Client(request) => {
+                        self.answers.error(code, &detail, request.as_deref());
+                    }
+                    Asker::Nobody => {
+                        tracing::warn!(code, detail, "a connection event was not handled");
+                    }
+                }
+                return;
             }
+        };
+        if let Asker::Client(Some(request)) = &asker {
+            self.answers.reply(request, reply);
         }
+    }
+
+    fn max_id_len(&self) -> usize {
+        self.hub.config().fields.max_id_len
     }
 
     /// Handles everything still in line after the socket has closed: forwards may have effects
@@ -354,15 +379,10 @@ impl Session {
     async fn finish(&mut self) {
         self.pipeline.advance(&self.hub, &mut self.pace).await;
         while !self.pipeline.is_idle() {
-            let (outcome, report) = self.pipeline.answered().await;
-            self.on_outcome(outcome, report).await;
+            let (outcome, asker) = self.pipeline.answered().await;
+            self.on_outcome(outcome, asker).await;
             self.pipeline.advance(&self.hub, &mut self.pace).await;
         }
-    }
-
-    fn error(&self, code: &str, detail: &str) {
-        let envelope = Envelope::system("__error", &ErrorMessage { code, detail });
-        self.own.offer(self.hub.frame(&envelope));
     }
 }
 

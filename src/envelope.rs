@@ -45,6 +45,9 @@ pub struct Envelope {
     pub user_id: String,
     /// Who receives it; see [`Recipient`].
     pub recipients: Vec<Recipient>,
+    /// The client's `requestId` (docs/protocol.md §4.1): the hub answers the message with a
+    /// `__reply` or an `__error` that carries it. Recipients never see it.
+    pub request_id: Option<String>,
 }
 
 /// One entry of an envelope's `recipients`: `{"type": kind, "value": value}`.
@@ -185,6 +188,7 @@ impl Envelope {
             group_id: String::new(),
             user_id: String::new(),
             recipients: Vec::new(),
+            request_id: None,
         }
     }
 
@@ -268,6 +272,7 @@ impl Envelope {
         if let Some(e) = too_long("action", &self.action)
             .or_else(|| too_long("groupId", &self.group_id))
             .or_else(|| too_long("userId", &self.user_id))
+            .or_else(|| too_long("requestId", self.request_id.as_deref().unwrap_or("")))
         {
             return Err(e);
         }
@@ -296,19 +301,43 @@ impl Envelope {
     /// header included, shared by reference count, and held against `budget` until the last
     /// recipient has written it.
     pub(crate) fn to_frame(&self, budget: &Arc<Budget>) -> Frame {
+        self.frame_of(&Delivered(self, None), budget)
+    }
+
+    /// The frame of the hub's answer to one client's request (`__reply`, `__error`): as
+    /// delivered, with the request's id.
+    pub(crate) fn to_answer_frame(&self, request_id: &str, budget: &Arc<Budget>) -> Frame {
+        self.frame_of(&Delivered(self, Some(request_id)), budget)
+    }
+
+    fn frame_of(&self, delivered: &Delivered<'_>, budget: &Arc<Budget>) -> Frame {
         // Room for the usual envelope without growing: the fields, their names and quotes.
         let estimate = HEAD_ROOM
             + 64
             + self.action.len()
             + self.message.get().len()
             + self.group_id.len()
-            + self.user_id.len();
+            + self.user_id.len()
+            + delivered.1.map_or(0, |id| id.len() + 16);
         let mut buffer = Vec::with_capacity(estimate);
         buffer.resize(HEAD_ROOM, 0);
         // Writing strings and a raw value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut buffer, &Delivered(self));
+        let _ = serde_json::to_writer(&mut buffer, delivered);
         let charge = Charge::new(budget, buffer.capacity());
         Frame::text(buffer, charge)
+    }
+
+    /// The `requestId` of a client's text, read leniently: from an envelope too broken to parse,
+    /// so that its `__error` still reaches the request that caused it. `None` when the text is
+    /// not a JSON object or its `requestId` is not a string within `max_len` bytes.
+    pub(crate) fn request_id_of(text: &[u8], max_len: usize) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(rename = "requestId")]
+            request_id: Option<String>,
+        }
+        let Only { request_id } = serde_json::from_slice(text).ok()?;
+        request_id.filter(|id| !id.is_empty() && id.len() <= max_len)
     }
 
     /// A hub envelope (`__connected`, `__error`) with no sender and no recipients.
@@ -333,6 +362,7 @@ impl PartialEq for Envelope {
             && self.group_id == other.group_id
             && self.user_id == other.user_id
             && self.recipients == other.recipients
+            && self.request_id == other.request_id
     }
 }
 
@@ -346,39 +376,49 @@ impl fmt::Debug for Envelope {
             .field("group_id", &self.group_id)
             .field("user_id", &self.user_id)
             .field("recipients", &self.recipients)
+            .field("request_id", &self.request_id)
             .finish()
     }
 }
 
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_envelope(self, &self.recipients, serializer)
+        serialize_envelope(
+            self,
+            &self.recipients,
+            self.request_id.as_deref(),
+            serializer,
+        )
     }
 }
 
 /// An envelope as a receiver sees it: with `recipients: []` (docs/protocol.md §1). The list is the
 /// sender's business: it names the other receivers' connection ids (which are capabilities) and
 /// user ids, and whom the sender left out. The field stays, empty, for clients that expect the
-/// five fields.
-struct Delivered<'a>(&'a Envelope);
+/// five fields. A `requestId` is there only in the hub's answer to the request's sender.
+struct Delivered<'a>(&'a Envelope, Option<&'a str>);
 
 impl Serialize for Delivered<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_envelope(self.0, &[], serializer)
+        serialize_envelope(self.0, &[], self.1, serializer)
     }
 }
 
 fn serialize_envelope<S: Serializer>(
     envelope: &Envelope,
     recipients: &[Recipient],
+    request_id: Option<&str>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    let mut s = serializer.serialize_struct("Envelope", 5)?;
+    let mut s = serializer.serialize_struct("Envelope", 5 + usize::from(request_id.is_some()))?;
     s.serialize_field("action", &envelope.action)?;
     s.serialize_field("message", &envelope.message)?;
     s.serialize_field("groupId", &envelope.group_id)?;
     s.serialize_field("userId", &envelope.user_id)?;
     s.serialize_field("recipients", recipients)?;
+    if let Some(id) = request_id {
+        s.serialize_field("requestId", id)?;
+    }
     s.end()
 }
 
@@ -408,7 +448,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
         let mut envelope = Envelope::new("");
-        let mut seen = [false; 5];
+        let mut seen = [false; 6];
         while let Some(key) = map.next_key::<Field>()? {
             let slot = key as usize;
             if key != Field::Other {
@@ -440,6 +480,12 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                         .unwrap_or_default()
                 }
                 Field::Recipients => envelope.recipients = map.next_value::<Recipients>()?.0,
+                Field::RequestId => {
+                    envelope.request_id = map
+                        .next_value::<Option<String>>()
+                        .map_err(|e| field_error("requestId", "a string or null", e))?
+                        .filter(|id| !id.is_empty())
+                }
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -460,8 +506,9 @@ enum Field {
     GroupId = 2,
     UserId = 3,
     Recipients = 4,
+    RequestId = 5,
     // Unknown fields are ignored and may repeat; its slot in `seen` is never read.
-    Other = 5,
+    Other = 6,
 }
 
 impl Field {
@@ -472,6 +519,7 @@ impl Field {
             Self::GroupId => "groupId",
             Self::UserId => "userId",
             Self::Recipients => "recipients",
+            Self::RequestId => "requestId",
             Self::Other => "",
         }
     }
@@ -492,6 +540,7 @@ impl<'de> Deserialize<'de> for Field {
                     "groupId" => Field::GroupId,
                     "userId" => Field::UserId,
                     "recipients" => Field::Recipients,
+                    "requestId" => Field::RequestId,
                     _ => Field::Other,
                 })
             }
@@ -645,9 +694,11 @@ mod tests {
                 }),
                 0..4,
             ),
+            request_id in prop::option::of("\\PC{1,8}"),
         ) {
             let mut envelope = Envelope::new(action).with_message(&message).from_user(user).from_group(group);
             envelope.recipients = recipients;
+            envelope.request_id = request_id;
             prop_assert_eq!(Envelope::from_json(envelope.to_json().as_bytes()), Ok(envelope));
         }
     }
@@ -781,6 +832,54 @@ mod tests {
         assert!(envelope
             .to_json()
             .contains(r#"{"type":"allButUser","value":"bob"}"#));
+    }
+
+    #[test]
+    fn request_ids_reach_the_forward_and_the_answer_but_no_recipient() {
+        let e = parse(r#"{"action":"a","requestId":"7"}"#).unwrap();
+        assert_eq!(e.request_id.as_deref(), Some("7"));
+        assert!(
+            e.to_json().ends_with(r#","requestId":"7"}"#),
+            "{}",
+            e.to_json()
+        );
+        let delivered = e.to_frame(&Budget::unlimited());
+        assert!(!String::from_utf8_lossy(&delivered.bytes()[2..]).contains("requestId"));
+        let reply = Envelope::system("__reply", &()).to_answer_frame("7", &Budget::unlimited());
+        assert_eq!(
+            &reply.bytes()[2..],
+            br#"{"action":"__reply","message":null,"groupId":"","userId":"","recipients":[],"requestId":"7"}"#
+        );
+        for none in [r#"{"requestId":""}"#, r#"{"requestId":null}"#, "{}"] {
+            assert_eq!(parse(none).unwrap().request_id, None, "{none}");
+        }
+        let err = parse(r#"{"requestId":7}"#).unwrap_err();
+        assert!(
+            err.contains("`requestId` must be a string or null"),
+            "{err}"
+        );
+        let err = Envelope::parse(
+            br#"{"requestId":"12345"}"#,
+            FieldLimits {
+                max_recipients: 1,
+                max_id_len: 4,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("requestId is 5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_envelope_still_tells_its_request_id() {
+        let id = |text: &str| Envelope::request_id_of(text.as_bytes(), 4);
+        assert_eq!(
+            id(r#"{"requestId":"r1","recipients":7}"#).as_deref(),
+            Some("r1")
+        );
+        assert_eq!(id(r#"{"requestId":"r1","#), None);
+        assert_eq!(id(r#"{"requestId":"12345"}"#), None);
+        assert_eq!(id(r#"{"requestId":""}"#), None);
+        assert_eq!(id(r#"["requestId"]"#), None);
     }
 
     #[test]

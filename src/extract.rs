@@ -14,23 +14,45 @@ use crate::info::ConnectionInfo;
 /// carries), never from headers a client could forge. A request that did not come from the hub
 /// is refused with `403`. The envelope is parsed with the hub's field limits
 /// ([`max_id_len`](crate::HubBuilder::max_id_len), [`max_recipients`](crate::HubBuilder::max_recipients)),
-/// which the forward carries too. Answer with an envelope or an array of envelopes (`axum::Json`) to have
-/// the hub route them, with `204` for nothing, or with `403` and a reason to refuse the message.
+/// which the forward carries too. Answer with a [`Reply`](crate::Reply): a reply for the
+/// sender's `hub.request(..)`, envelopes to route to others, or a refusal.
 ///
 /// ```
-/// use axum::{http::StatusCode, routing::post, Json, Router};
-/// use wshub::{Envelope, Forwarded, Recipient};
+/// use axum::{routing::post, Router};
+/// use wshub::{Envelope, Forwarded, Recipient, Reply};
 ///
-/// async fn chat(Forwarded { envelope, sender }: Forwarded) -> Result<Json<Envelope>, (StatusCode, &'static str)> {
-///     let text: String = envelope.message_as().map_err(|_| (StatusCode::FORBIDDEN, "text only"))?;
-///     let reply = Envelope::new("chat")
+/// async fn chat(Forwarded { envelope, sender }: Forwarded) -> Reply {
+///     let Ok(text) = envelope.message_as::<String>() else {
+///         return Reply::refuse("text only");
+///     };
+///     let line = Envelope::new("chat")
 ///         .with_message(&text)
 ///         .to(Recipient::group(sender.group_id()))
 ///         .from_user(sender.user_id);
-///     Ok(Json(reply))
+///     Reply::done().and(line)
 /// }
 ///
 /// let app: Router = Router::new().route("/hub/messages", post(chat));
+/// ```
+///
+/// A handler is a plain async function of a `Forwarded`, so a unit test calls it with one built
+/// by hand, no server needed (docs/testing.md):
+///
+/// ```
+/// # use wshub::{ConnectionId, ConnectionInfo, Envelope, Forwarded, Reply};
+/// # async fn chat(Forwarded { envelope, .. }: Forwarded) -> Reply {
+/// #     if envelope.message_as::<String>().is_ok() { Reply::done() } else { Reply::refuse("text only") }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let id: ConnectionId = "0123456789abcdef0123456789abcdef".parse().unwrap();
+/// let sender = ConnectionInfo::new(id, "ann".into(), vec!["room-1".into()]);
+/// let refused = chat(Forwarded {
+///     envelope: Envelope::new("chat").with_message(&42),
+///     sender,
+/// })
+/// .await;
+/// assert_eq!(refused.into_http_response().status(), 403);
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Forwarded {

@@ -1,15 +1,20 @@
 //! What a client's text frame must be before the hub acts on it (docs/protocol.md §4, §8): a valid
-//! envelope within the hub's field limits, with an action that is not reserved for the hub, and
-//! speaking for the connection's own identity whatever it claims.
+//! envelope within the hub's field limits, with an action that is not reserved for the hub (but
+//! `__ping`, §4.1), and speaking for the connection's own identity whatever it claims.
 
 use crate::envelope::{Envelope, FieldLimits};
 use crate::identity::Identity;
 
-/// Why a client's frame is not acted on: the `code` and `detail` of the `__error` it gets back.
+/// The one reserved action a client may send: answered by the hub itself, at once.
+pub(crate) const PING: &str = "__ping";
+
+/// Why a client's frame is not acted on: the `code` and `detail` of the `__error` it gets back,
+/// and the `requestId` that error answers, when the frame had one that could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rejection {
     pub(crate) code: &'static str,
     pub(crate) detail: String,
+    pub(crate) request_id: Option<String>,
 }
 
 /// The envelope a client's frame holds, stamped with the connection's identity; or why there is
@@ -22,11 +27,13 @@ pub(crate) fn admit(
     let mut envelope = Envelope::parse(frame, limits).map_err(|e| Rejection {
         code: "invalid_envelope",
         detail: e.detail().to_owned(),
+        request_id: Envelope::request_id_of(frame, limits.max_id_len),
     })?;
-    if envelope.action.starts_with("__") {
+    if envelope.action.starts_with("__") && envelope.action != PING {
         return Err(Rejection {
             code: "forbidden",
             detail: "actions starting with __ are reserved for the hub".to_owned(),
+            request_id: envelope.request_id,
         });
     }
     // A client cannot speak as someone else; an anonymous one speaks as nobody.
@@ -43,10 +50,22 @@ mod tests {
     fn reserved_actions_are_forbidden_and_identity_is_stamped() {
         let ann = Identity::user("ann").in_group("staff");
         let limits = FieldLimits::default();
-        let refused = admit(br#"{"action":"__connected"}"#, limits, &ann).unwrap_err();
+        let refused = admit(
+            br#"{"action":"__connected","requestId":"r1"}"#,
+            limits,
+            &ann,
+        )
+        .unwrap_err();
         assert_eq!(refused.code, "forbidden");
+        assert_eq!(refused.request_id.as_deref(), Some("r1"));
+        assert!(admit(br#"{"action":"__ping"}"#, limits, &ann).is_ok());
         let refused = admit(b"{", limits, &ann).unwrap_err();
         assert_eq!(refused.code, "invalid_envelope");
+        let refused = admit(br#"{"requestId":"r2","recipients":1}"#, limits, &ann).unwrap_err();
+        assert_eq!(
+            (refused.code, refused.request_id.as_deref()),
+            ("invalid_envelope", Some("r2"))
+        );
         let admitted = admit(
             br#"{"action":"chat","userId":"bob","groupId":"x"}"#,
             limits,

@@ -41,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answer;
 mod budget;
 mod client_files;
 #[cfg(feature = "cluster")]
@@ -69,6 +70,7 @@ mod pace;
 mod pipeline;
 mod publish;
 mod registry;
+mod reply;
 mod routing;
 mod server;
 mod websocket;
@@ -89,6 +91,7 @@ pub use identity::{
 pub use info::ConnectionInfo;
 pub use layer::{HubLayer, HubService, ResponseFuture};
 pub use publish::{PublishEndpoint, PublishService};
+pub use reply::Reply;
 pub use routing::EmptyRecipients;
 pub use server::{serve, Serve};
 

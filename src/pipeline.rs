@@ -9,6 +9,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
 
+use crate::answer::Answers;
 use crate::envelope::Envelope;
 use crate::forward::{self, Call, Outcome, Target};
 use crate::hub::Hub;
@@ -26,31 +27,44 @@ pub(crate) struct Forwarder {
 /// One envelope to handle.
 pub(crate) enum Work {
     Relay(Envelope),
-    /// `report`: whether a failure is told to the client (not for `__connect`/`__disconnect`).
-    Forward {
-        envelope: Envelope,
-        report: bool,
-    },
+    Forward { envelope: Envelope, asker: Asker },
 }
 
-/// A forward under way and whether its failure is reported.
-type InFlight = (Pin<Box<dyn Future<Output = Outcome> + Send>>, bool);
+/// Who is told how a forward ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// Nobody: it is a connection event (`__connect`, `__disconnect`); a failure is logged.
+    Nobody,
+    /// The client: a failure as `__error`, and a `__reply` when it sent a `requestId`.
+    Client(Option<String>),
+}
+
+/// A forward under way and who is told how it ended.
+type InFlight = (Pin<Box<dyn Future<Output = Outcome> + Send>>, Asker);
 
 pub(crate) struct Pipeline {
     id: ConnectionId,
     /// Who the connection is; its groups are read from the hub while it is registered.
     identity: Identity,
     forwarder: Option<Forwarder>,
+    /// For the `__reply` to a relayed request.
+    answers: Answers,
     waiting: VecDeque<Work>,
     in_flight: Option<InFlight>,
 }
 
 impl Pipeline {
-    pub(crate) fn new(id: ConnectionId, identity: Identity, forwarder: Option<Forwarder>) -> Self {
+    pub(crate) fn new(
+        id: ConnectionId,
+        identity: Identity,
+        forwarder: Option<Forwarder>,
+        answers: Answers,
+    ) -> Self {
         Self {
             id,
             identity,
             forwarder,
+            answers,
             waiting: VecDeque::new(),
             in_flight: None,
         }
@@ -87,27 +101,33 @@ impl Pipeline {
         while self.in_flight.is_none() {
             match self.waiting.pop_front() {
                 None => return,
-                Some(Work::Relay(envelope)) => {
+                Some(Work::Relay(mut envelope)) => {
+                    let request = envelope.request_id.take();
                     hub.send(&envelope);
+                    if let Some(id) = request {
+                        self.answers.reply(&id, None);
+                    }
                     pace.tick().await;
                 }
-                Some(Work::Forward { envelope, report }) => {
-                    self.in_flight = self.start(hub, &envelope).map(|f| (f, report));
+                Some(Work::Forward { envelope, asker }) => {
+                    self.in_flight = self.start(hub, &envelope).map(|f| (f, asker));
                 }
             }
         }
     }
 
-    /// Resolves when the forward under way is answered, with its outcome and whether a failure is
-    /// to be reported; never resolves when there is none.
-    pub(crate) async fn answered(&mut self) -> (Outcome, bool) {
-        let Some((future, report)) = self.in_flight.as_mut() else {
+    /// Resolves when the forward under way is answered, with its outcome and who is to be told;
+    /// never resolves when there is none.
+    pub(crate) async fn answered(&mut self) -> (Outcome, Asker) {
+        let Some((future, _)) = self.in_flight.as_mut() else {
             return std::future::pending().await;
         };
         let outcome = future.await;
-        let report = *report;
-        self.in_flight = None;
-        (outcome, report)
+        let asker = self
+            .in_flight
+            .take()
+            .map_or(Asker::Nobody, |(_, asker)| asker);
+        (outcome, asker)
     }
 
     /// Whether anything is still waiting or under way.

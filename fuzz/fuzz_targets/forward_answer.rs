@@ -1,4 +1,4 @@
-//! The application's answer to a forward, any status and any body (PROTOCOL.md §5).
+//! The application's answer to a forward, any status and any body (docs/protocol.md §5).
 //!
 //! Input: the status as three ASCII digits (100 to 999, what `http` allows), then the body:
 //! `403not allowed`.
@@ -23,10 +23,15 @@ fuzz_target!(|data: &[u8]| {
         let blank = body.iter().all(u8::is_ascii_whitespace);
         match answer {
             ForwardAnswer::Nothing => assert!(status.is_success() && blank),
-            ForwardAnswer::Route(envelopes) => {
+            ForwardAnswer::Route { envelopes, reply } => {
                 assert!(status.is_success() && !blank);
-                // Routed as if published: exactly what the publish endpoint would accept.
-                let published = fuzzing::parse_batch(body, limits).expect("a routable answer");
+                // Routed as if published: exactly what the publish endpoint would accept, but
+                // the one reply, which answers the sender alone.
+                let mut published = fuzzing::parse_batch(body, limits).expect("a routable answer");
+                let replies: Vec<_> = published.iter().filter(|e| e.action == "__reply").collect();
+                assert!(replies.len() <= 1);
+                assert_eq!(reply, replies.first().map(|e| e.message.get().to_owned()));
+                published.retain(|e| e.action != "__reply");
                 assert_eq!(envelopes, published);
                 for envelope in &envelopes {
                     assert_within(envelope, limits);
@@ -38,8 +43,13 @@ fuzz_target!(|data: &[u8]| {
                 if status.is_success() {
                     assert!(!blank);
                     assert_eq!(code, "forward_failed");
-                    let e = fuzzing::parse_batch(body, limits).expect_err("an unroutable answer");
-                    assert!(detail.ends_with(e.detail()), "{detail}");
+                    match fuzzing::parse_batch(body, limits) {
+                        Err(e) => assert!(detail.ends_with(e.detail()), "{detail}"),
+                        Ok(published) => {
+                            let replies = published.iter().filter(|e| e.action == "__reply");
+                            assert!(replies.count() > 1, "{detail}");
+                        }
+                    }
                 } else {
                     let expected = if status == StatusCode::FORBIDDEN {
                         "forbidden"

@@ -12,7 +12,7 @@ pub use body::RequestBody;
 pub(crate) use call::{external, in_process, Call};
 pub(crate) use config::Target;
 pub use config::{ForwardUrlError, Forwarding};
-pub(crate) use outcome::Outcome;
 #[cfg(fuzzing)]
 pub(crate) use outcome::DETAIL_MAX;
+pub(crate) use outcome::{Outcome, REPLY};
 pub(crate) use request::{build as build_request, CONNECTION_ID, GROUP_ID, USER_ID};

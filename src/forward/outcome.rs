@@ -2,19 +2,27 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
+use serde_json::value::RawValue;
 
 use crate::envelope::{Envelope, FieldLimits};
 
 /// The effect of one forward.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// 2xx with envelopes: route each as if published.
-    Route(Vec<Envelope>),
+    /// 2xx with envelopes: route each as if published, and answer the sender's request with
+    /// the message of the answer's `__reply`, if it had one (docs/protocol.md §4.1).
+    Route {
+        envelopes: Vec<Envelope>,
+        reply: Option<Box<RawValue>>,
+    },
     /// 2xx with an empty body.
     Nothing,
     /// Anything else: the sender gets `__error` with this code and detail.
     Failed { code: &'static str, detail: String },
 }
+
+/// The action by which an application answers the sender's request.
+pub(crate) const REPLY: &str = "__reply";
 
 /// Longest part of an error answer's body passed on to the client.
 pub(crate) const DETAIL_MAX: usize = 200;
@@ -37,7 +45,7 @@ impl Outcome {
                 return Self::Nothing;
             }
             return match Envelope::parse_batch(&body, limits) {
-                Ok(envelopes) => Self::Route(envelopes),
+                Ok(envelopes) => Self::route(envelopes),
                 Err(e) => Self::failed(
                     "forward_failed",
                     format!(
@@ -53,6 +61,22 @@ impl Outcome {
             "forward_failed"
         };
         Self::failed(code, explanation(status, &body))
+    }
+
+    /// Takes the answer's `__reply` out of what is routed: a message has one answer at most.
+    fn route(mut envelopes: Vec<Envelope>) -> Self {
+        let replies = envelopes.iter().filter(|e| e.action == REPLY).count();
+        if replies > 1 {
+            return Self::failed(
+                "forward_failed",
+                format!("the application's answer holds {replies} `{REPLY}` envelopes; a message has one answer at most"),
+            );
+        }
+        let reply = envelopes
+            .iter()
+            .position(|e| e.action == REPLY)
+            .map(|at| envelopes.remove(at).message);
+        Self::Route { envelopes, reply }
     }
 }
 
@@ -82,8 +106,12 @@ mod tests {
 
     #[test]
     fn answers_map_to_the_protocol_table() {
-        assert!(matches!(answer(200, r#"{"action":"a"}"#), Outcome::Route(v) if v.len() == 1));
-        assert!(matches!(answer(200, r#"[{"action":"a"},{}]"#), Outcome::Route(v) if v.len() == 2));
+        assert!(
+            matches!(answer(200, r#"{"action":"a"}"#), Outcome::Route { envelopes, reply: None } if envelopes.len() == 1)
+        );
+        assert!(
+            matches!(answer(200, r#"[{"action":"a"},{}]"#), Outcome::Route { envelopes, reply: None } if envelopes.len() == 2)
+        );
         assert!(matches!(answer(204, ""), Outcome::Nothing));
         assert!(matches!(answer(200, " \n"), Outcome::Nothing));
         assert!(
@@ -97,6 +125,25 @@ mod tests {
         );
         assert!(
             matches!(answer(500, ""), Outcome::Failed { code: "forward_failed", detail } if detail.contains("500"))
+        );
+    }
+
+    #[test]
+    fn a_reply_is_taken_out_of_what_is_routed() {
+        let Outcome::Route { envelopes, reply } = answer(
+            200,
+            r#"[{"action":"chat"},{"action":"__reply","message":{"ok":1},"recipients":[{"type":"all"}]}]"#,
+        ) else {
+            panic!("not routed");
+        };
+        assert_eq!(envelopes.len(), 1);
+        assert_eq!(envelopes[0].action, "chat");
+        assert_eq!(
+            reply.map(|r| r.get().to_owned()).as_deref(),
+            Some(r#"{"ok":1}"#)
+        );
+        assert!(
+            matches!(answer(200, r#"[{"action":"__reply"},{"action":"__reply"}]"#), Outcome::Failed { code: "forward_failed", detail } if detail.contains("2 `__reply`"))
         );
     }
 }

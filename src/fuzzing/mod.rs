@@ -68,8 +68,13 @@ pub fn client_frame(
 /// What the hub makes of the application's answer to a forward.
 #[derive(Debug)]
 pub enum ForwardAnswer {
-    /// Envelopes to route.
-    Route(Vec<Envelope>),
+    /// Envelopes to route, and the message of the `__reply` taken out of them.
+    Route {
+        /// What is routed.
+        envelopes: Vec<Envelope>,
+        /// The reply's message, as JSON text.
+        reply: Option<String>,
+    },
     /// Nothing to do.
     Nothing,
     /// The sender gets `__error` with this code and detail.
@@ -89,7 +94,10 @@ pub fn forward_answer(status: StatusCode, body: Bytes, limits: Limits) -> Forwar
     let mut response = Response::new(body);
     *response.status_mut() = status;
     match Outcome::of(response, limits.into()) {
-        Outcome::Route(envelopes) => ForwardAnswer::Route(envelopes),
+        Outcome::Route { envelopes, reply } => ForwardAnswer::Route {
+            envelopes,
+            reply: reply.map(|r| r.get().to_owned()),
+        },
         Outcome::Nothing => ForwardAnswer::Nothing,
         Outcome::Failed { code, detail } => ForwardAnswer::Failed { code, detail },
     }

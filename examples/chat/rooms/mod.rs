@@ -4,8 +4,8 @@
 //!
 //! | the hub forwards | the handler |
 //! |---|---|
-//! | `broadcastchatmessage`, message = the text | answers `broadcastchatmessage` `{user, text, time}` to the room and keeps it in the room's history |
-//! | the same with one `user` recipient | answers `broadcastchatmessage` `{user, text, time, to}` to that user's connections in the room and the sender's own; not kept |
+//! | `broadcastchatmessage`, message = the text | answers `broadcastchatmessage` `{user, text, time}` to the room and keeps it in the room's history; replies `{"sent": time}` to the sender's request |
+//! | the same with one `user` recipient | answers `broadcastchatmessage` `{user, text, time, to}` to that user's connections in the room and the sender's own; not kept; replies as above |
 //! | `__connect` | lets the connection into its room: sends it `initialmessages` (the history, oldest first) and `userlist` (who is in the room, sorted, itself included), and, when its user was not there yet, sends the rest of the room `userjoined` with the user's name. Or turns it away: answers it `refused` with the reason |
 //! | `__disconnect` | when the user's last connection in the room ended, sends the room `userleft` with the user's name, and removes the room if nobody is left in it, history and all |
 //!
@@ -17,8 +17,9 @@
 //! The history sent to a newcomer is the room's last 50 messages, fewer when they would take over
 //! 32 KiB ([`room`]); a message is at most 2,000 characters ([`line`]).
 //!
-//! A message that breaks a rule, or comes from a socket that is in no room, is answered with 403
-//! and the reason, which the sender receives as `__error` `forbidden`. The room is the sender's
+//! A message that breaks a rule, or comes from a socket that is in no room, is refused with the
+//! reason ([`Reply::refuse`]), which the sender's request rejects with (`__error` `forbidden`):
+//! the page keeps the text and says why. The room is the sender's
 //! `groupId` ("lobby" without one: such a socket is put in the lobby when it is let in) and the
 //! user its `userId` ("anonymous" without one), both as the hub knows them: what the envelope
 //! says is ignored.
@@ -46,6 +47,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use wshub::{
     ConnectionId, ConnectionInfo, Envelope, Forwarded, Forwarding, Hub, Recipient, RecipientKind,
+    Reply,
 };
 
 use line::Line;
@@ -126,28 +128,33 @@ async fn forwarded(
     Forwarded { envelope, sender }: Forwarded,
 ) -> Response {
     let outcome = match envelope.action.as_str() {
-        CHAT => chat.message(&envelope, &sender).await,
+        CHAT => chat
+            .message(&envelope, &sender)
+            .await
+            .map(IntoResponse::into_response),
         "__connect" => Ok(chat.connected(&sender).await),
         "__disconnect" => Ok(chat.disconnected(&sender).await),
         // The hub forwards nothing else; answer anyway.
         _ => Err("unknown action".to_owned()),
     };
-    outcome.unwrap_or_else(|reason| (StatusCode::FORBIDDEN, reason).into_response())
+    outcome.unwrap_or_else(|reason| Reply::refuse(reason).into_response())
 }
 
 impl Chat {
-    /// A chat message: to the room, or privately to the one user it names.
+    /// A chat message: to the room, or privately to the one user it names. The sender's page
+    /// learns that it was sent, and when, once it is on its way.
     async fn message(
         &self,
         envelope: &Envelope,
         sender: &ConnectionInfo,
-    ) -> Result<Response, Refusal> {
+    ) -> Result<Reply, Refusal> {
         let line = Line::from_message(envelope, name_of(sender))?;
-        let reply = match addressee(envelope)? {
+        let sent = serde_json::json!({ "sent": line.time });
+        let routed = match addressee(envelope)? {
             None => self.to_room(line, sender).await?,
             Some(user) => self.to_user(line, user, sender).await?,
         };
-        Ok(Json(reply).into_response())
+        Ok(Reply::with(&sent).and(routed))
     }
 
     /// A line for the room: kept in its history and sent to everyone in it.
