@@ -1,11 +1,14 @@
 //! The hub's limits and options, with their defaults, and the builder that sets them.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::envelope::{Envelope, FieldLimits};
 use crate::forward::Forwarding;
+use crate::hub::Hub;
 use crate::identity::IdentityResolver;
 use crate::info::ConnectionInfo;
 use crate::routing::EmptyRecipients;
@@ -49,9 +52,27 @@ impl fmt::Debug for Relay {
     }
 }
 
-/// An application callback about a connection.
+/// An application callback about a connection: it gets the hub, so that it can act on the
+/// connection (join it to groups, send it something) without a global.
 #[derive(Clone)]
-pub(crate) struct Callback(pub(crate) Arc<dyn Fn(&ConnectionInfo) + Send + Sync>);
+pub(crate) struct Callback(Arc<CallbackFn>);
+
+type CallbackFn =
+    dyn Fn(Hub, ConnectionInfo) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+impl Callback {
+    fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Hub, ConnectionInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self(Arc::new(move |hub, info| Box::pin(f(hub, info))))
+    }
+
+    pub(crate) fn call(&self, hub: Hub, info: ConnectionInfo) -> impl Future<Output = ()> + Send {
+        (self.0)(hub, info)
+    }
+}
 
 impl fmt::Debug for Callback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -283,7 +304,20 @@ impl HubBuilder {
 
     /// Forwards client envelopes to the application as HTTP requests (docs/protocol.md §5); see
     /// [`Forwarding`]. Without it, every client envelope is relayed.
+    ///
+    /// # Panics
+    ///
+    /// When called a second time: one [`Forwarding`] names every forwarded action
+    /// ([`actions`](Forwarding::actions) takes them all), and a second one would otherwise
+    /// silently replace the first, whose actions would then be relayed to their recipients
+    /// unchecked.
     pub fn forwarding(mut self, forwarding: Forwarding) -> Self {
+        if let Some(first) = &self.config.forwarding {
+            panic!(
+                "wshub: `HubBuilder::forwarding` is called twice (first {first}, then {forwarding}); \
+                 one `Forwarding` names every forwarded action: `.actions([\"a\", \"b\"])`"
+            );
+        }
         self.config.forwarding = Some(forwarding);
         self
     }
@@ -325,16 +359,44 @@ impl HubBuilder {
         self
     }
 
-    /// Called when a socket has opened and joined the registry.
-    pub fn on_connect(mut self, f: impl Fn(&ConnectionInfo) + Send + Sync + 'static) -> Self {
-        self.config.on_connect = Some(Callback(Arc::new(f)));
+    /// Runs when a socket has opened and joined the registry, with the hub and the connection.
+    /// The hub reads the client's first message only once it has returned, so what it does (a
+    /// join, a welcome sent with [`Hub::send`]) comes before anything the client says; keep it
+    /// short, since the socket is not served meanwhile.
+    ///
+    /// ```
+    /// use wshub::{ConnectionInfo, Envelope, Hub, Recipient};
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_connect(|hub: Hub, info: ConnectionInfo| async move {
+    ///         // Staff also hear the staff room, wherever they connect from.
+    ///         if info.user_id.starts_with("staff-") {
+    ///             let _ = hub.join(info.connection_id, "staff").await;
+    ///         }
+    ///         hub.send(&Envelope::new("welcome").to(Recipient::connection(info.connection_id)));
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn on_connect<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Hub, ConnectionInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.config.on_connect = Some(Callback::new(f));
         self
     }
 
-    /// Called once for every socket that was connected, however it ended (client close, server
-    /// close, dropped TCP connection, shutdown), after its pending forwards are done.
-    pub fn on_disconnect(mut self, f: impl Fn(&ConnectionInfo) + Send + Sync + 'static) -> Self {
-        self.config.on_disconnect = Some(Callback(Arc::new(f)));
+    /// Runs once for every socket that was connected, however it ended (client close, server
+    /// close, dropped TCP connection, shutdown), after its pending forwards are done; the
+    /// connection is out of the registry by then. Graceful shutdown waits for it, within
+    /// [`shutdown_timeout`](Self::shutdown_timeout).
+    pub fn on_disconnect<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Hub, ConnectionInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.config.on_disconnect = Some(Callback::new(f));
         self
     }
 

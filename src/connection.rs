@@ -76,13 +76,13 @@ where
     };
     tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
     let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone());
-    if let Some(Callback(on_connect)) = &config.on_connect {
-        on_connect(&info);
+    if let Some(on_connect) = &config.on_connect {
+        on_connect.call(hub.clone(), info.clone()).await;
     }
     // Fires however this task ends, even if it is dropped.
-    let disconnected = Disconnected {
+    let mut disconnected = Disconnected {
         hub: hub.clone(),
-        info,
+        info: Some(info),
     };
 
     let events = config
@@ -121,7 +121,7 @@ where
         session.finish().await;
     }
     // Before the permit: shutdown waits for the permits, and so for the callback.
-    drop(disconnected);
+    disconnected.fire().await;
     drop(permit);
 }
 
@@ -165,16 +165,32 @@ where
     }
 }
 
-/// Calls the application's disconnect callback when dropped.
+/// Calls the application's disconnect callback once: when the session is over, or, should its
+/// task be dropped before (a runtime shutting down), on a task of its own.
 struct Disconnected {
     hub: Hub,
-    info: ConnectionInfo,
+    info: Option<ConnectionInfo>,
+}
+
+impl Disconnected {
+    async fn fire(&mut self) {
+        if let (Some(on_disconnect), Some(info)) = (self.callback(), self.info.take()) {
+            on_disconnect.call(self.hub.clone(), info).await;
+        }
+    }
+
+    fn callback(&self) -> Option<Callback> {
+        self.hub.config().on_disconnect.clone()
+    }
 }
 
 impl Drop for Disconnected {
     fn drop(&mut self) {
-        if let Some(Callback(on_disconnect)) = &self.hub.config().on_disconnect {
-            on_disconnect(&self.info);
+        let (Some(on_disconnect), Some(info)) = (self.callback(), self.info.take()) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(on_disconnect.call(self.hub.clone(), info));
         }
     }
 }

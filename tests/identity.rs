@@ -139,8 +139,9 @@ async fn a_refusing_resolver_answers_with_its_own_response_and_opens_no_socket()
         .identity(token_resolver)
         // One place: a refusal that kept its place would lock everyone out.
         .max_connections(1)
-        .on_connect(move |_| {
+        .on_connect(move |_, _| {
             counted.fetch_add(1, Ordering::SeqCst);
+            async {}
         })
         .build();
     let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
@@ -951,8 +952,14 @@ impl Watched {
         let (on_connect, on_disconnect) = (Arc::clone(&connects), Arc::clone(&disconnects));
         let builder = Hub::builder()
             .max_message_size(1024)
-            .on_connect(move |info| on_connect.lock().expect("lock").push(info.clone()))
-            .on_disconnect(move |info| on_disconnect.lock().expect("lock").push(info.clone()));
+            .on_connect(move |_, info| {
+                on_connect.lock().expect("lock").push(info);
+                async {}
+            })
+            .on_disconnect(move |_, info| {
+                on_disconnect.lock().expect("lock").push(info);
+                async {}
+            });
         let (app, recorder) = recording_app();
         let server = TestServer::serve(with_events(builder).build(), app).await;
         Self {
@@ -1098,13 +1105,14 @@ async fn shutdown_returns_only_after_on_disconnect_has_run() {
     let returned_rx = Mutex::new(returned_rx);
     let (entered_tx, mut entered_rx) = mpsc::unbounded_channel();
     let hub = Hub::builder()
-        .on_disconnect(move |_| {
+        .on_disconnect(move |_, _| {
             let early = returned_rx
                 .lock()
                 .expect("lock")
                 .recv_timeout(Duration::from_millis(500))
                 .is_ok();
             let _ = entered_tx.send(early);
+            async {}
         })
         .build();
     let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
@@ -1134,4 +1142,54 @@ async fn shutdown_returns_only_after_on_disconnect_has_run() {
         .await
         .expect("the shutdown thread ran to its end");
     shutdown.join().expect("the shutdown thread");
+}
+
+/// The hooks get the hub and may await it: `on_connect` joins the connection to a group and
+/// greets it before the hub reads the client, and `on_disconnect` tells the group who left.
+#[tokio::test]
+async fn hooks_reach_the_hub_and_may_do_async_work() {
+    let hub = Hub::builder()
+        .on_connect(|hub: Hub, info: ConnectionInfo| async move {
+            // An await the hook really needs: the join, and time passing, as a lookup would take.
+            tokio::task::yield_now().await;
+            let joined = hub.join(info.connection_id, "staff").await;
+            assert_eq!(joined, Ok(true), "the new connection joins from its hook");
+            hub.send(
+                &wshub::Envelope::new("welcome")
+                    .with_message(&info.user_id)
+                    .to(wshub::Recipient::connection(info.connection_id)),
+            );
+        })
+        .on_disconnect(|hub: Hub, info: ConnectionInfo| async move {
+            tokio::task::yield_now().await;
+            hub.send(
+                &wshub::Envelope::new("left")
+                    .with_message(&info.user_id)
+                    .to(wshub::Recipient::group("staff")),
+            );
+        })
+        .build();
+    let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
+
+    let mut ann = server.connect("?userId=ann").await;
+    assert_eq!(ann.recv_action("welcome").await["message"], "ann");
+    let mut bob = server.connect("?userId=bob").await;
+    assert_eq!(bob.recv_action("welcome").await["message"], "bob");
+    // Both are in the group the hooks put them in.
+    let delivered = server
+        .publish(
+            &envelope(
+                "news",
+                json!(1),
+                json!([{"type": "group", "value": "staff"}]),
+            )
+            .to_string(),
+        )
+        .await;
+    assert_eq!(delivered, 2);
+    ann.recv_action("news").await;
+    bob.recv_action("news").await;
+
+    bob.ws.close(None).await.expect("close bob");
+    assert_eq!(ann.recv_action("left").await["message"], "bob");
 }

@@ -97,22 +97,47 @@ impl Forwarding {
     }
 
     /// Forwards only these actions; the others are relayed (the default is every action).
+    /// Called again, it adds to the list.
+    ///
+    /// # Panics
+    ///
+    /// After [`all_actions_except`](Self::all_actions_except): the two contradict each other.
     pub fn actions<I, A>(mut self, actions: I) -> Self
     where
         I: IntoIterator<Item = A>,
         A: Into<String>,
     {
-        self.actions = Actions::Only(actions.into_iter().map(Into::into).collect());
+        let added = actions.into_iter().map(Into::into);
+        match &mut self.actions {
+            Actions::All => self.actions = Actions::Only(added.collect()),
+            Actions::Only(list) => list.extend(added),
+            Actions::AllExcept(_) => panic!(
+                "wshub: `Forwarding::actions` after `all_actions_except`: forward a list, or \
+                 everything but a list, not both"
+            ),
+        }
         self
     }
 
-    /// Forwards every action but these, which are relayed.
+    /// Forwards every action but these, which are relayed. Called again, it adds to the list.
+    ///
+    /// # Panics
+    ///
+    /// After [`actions`](Self::actions): the two contradict each other.
     pub fn all_actions_except<I, A>(mut self, actions: I) -> Self
     where
         I: IntoIterator<Item = A>,
         A: Into<String>,
     {
-        self.actions = Actions::AllExcept(actions.into_iter().map(Into::into).collect());
+        let added = actions.into_iter().map(Into::into);
+        match &mut self.actions {
+            Actions::All => self.actions = Actions::AllExcept(added.collect()),
+            Actions::AllExcept(list) => list.extend(added),
+            Actions::Only(_) => panic!(
+                "wshub: `Forwarding::all_actions_except` after `actions`: forward a list, or \
+                 everything but a list, not both"
+            ),
+        }
         self
     }
 
@@ -167,6 +192,19 @@ impl Forwarding {
     }
 }
 
+/// Where and what, as a panic message names a `Forwarding`: `to /hub/chat for ["chat"]`.
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (Target::InProcess(uri) | Target::External(uri)) = &self.target;
+        write!(f, "to {uri} for ")?;
+        match &self.actions {
+            Actions::All => f.write_str("every action"),
+            Actions::Only(list) => write!(f, "{list:?}"),
+            Actions::AllExcept(list) => write!(f, "every action but {list:?}"),
+        }
+    }
+}
+
 /// A forward URL that wshub cannot use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardUrlError {
@@ -215,6 +253,32 @@ mod tests {
         assert!(only.forwards("a") && !only.forwards("c"));
         let except = Forwarding::in_process("/f").all_actions_except(["a"]);
         assert!(!except.forwards("a") && except.forwards("c"));
+    }
+
+    #[test]
+    fn repeated_lists_add_up() {
+        let both = Forwarding::in_process("/f").actions(["a"]).actions(["b"]);
+        assert!(both.forwards("a") && both.forwards("b") && !both.forwards("c"));
+        let neither = Forwarding::in_process("/f")
+            .all_actions_except(["a"])
+            .all_actions_except(["b"]);
+        assert!(!neither.forwards("a") && !neither.forwards("b") && neither.forwards("c"));
+    }
+
+    #[test]
+    #[should_panic(expected = "not both")]
+    fn a_list_and_its_opposite_are_refused() {
+        let _ = Forwarding::in_process("/f")
+            .actions(["a"])
+            .all_actions_except(["b"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "called twice (first to /f for [\"a\"], then to /g for [\"b\"])")]
+    fn a_second_forwarding_is_refused_rather_than_replacing_the_first() {
+        let _ = crate::Hub::builder()
+            .forwarding(Forwarding::in_process("/f").actions(["a"]))
+            .forwarding(Forwarding::in_process("/g").actions(["b"]));
     }
 
     #[test]
