@@ -20,7 +20,7 @@
 //! | `/ws` | the WebSocket (`?groupId=G&userId=U`); `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | `POST` an envelope with `Authorization: Bearer <token>` (see `backend_publish.sh`) |
 //! | `/api/disconnect` | `POST {"user": U, "code": C}` or `{"connection": ID, "code": C}`, same token: closes the user's (or the connection's) sockets on every node, as a logout would; answers `{"closed": N}` |
-//! | `/api/who` | `GET`, same token: `?group=G` or `?user=U` → `{"connections": [...]}`, `?connection=ID` → `{"groups": [...]}` (or `null`), nothing → `{"connections": N, "users": N, "groups": N}`; every node's |
+//! | `/api/who` | `GET`, same token: `?group=G` or `?user=U` → `{"connections": [...]}`, `?connection=ID` → `{"groups": [...], "userId": U, "data": D}` (each `null` when no node has it), nothing → `{"connections": N, "users": N, "groups": N}`; every node's |
 //! | `/api/join`, `/api/leave` | `POST {"connection": ID, "group": G}`, same token: moves a connection, on whichever node it is; answers `{"done": true}` or `false` |
 //! | `/hub/echo` | where the hub forwards the socket action `echo`: a request (`hub.request("echo", m)`) is answered `{"echo": m}`, or refused when `m` is `"refuse"` |
 //!
@@ -220,10 +220,16 @@ async fn who(request: Request<RequestBody<Incoming>>, api: &Api) -> Response<Ful
             .await
             .map(|c| serde_json::json!({ "connections": c })),
         "connection" => match value.parse() {
-            Ok(id) => hub
-                .groups_of(id)
-                .await
-                .map(|g| serde_json::json!({ "groups": g })),
+            Ok(id) => hub.connection(id).await.map(|info| {
+                let data = info
+                    .as_ref()
+                    .and_then(|i| i.data::<serde_json::Value>().ok());
+                serde_json::json!({
+                    "groups": info.as_ref().map(|i| &i.groups),
+                    "userId": info.as_ref().map(|i| &i.user_id),
+                    "data": data,
+                })
+            }),
             Err(_) => {
                 return json(
                     StatusCode::BAD_REQUEST,

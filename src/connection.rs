@@ -18,7 +18,7 @@ use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::{Call, Outcome};
 use crate::hub::{Hub, Permit};
-use crate::identity::Identity;
+use crate::identity::{CloseAtOnce, Identity};
 use crate::inbound::{self, PING};
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
@@ -75,7 +75,8 @@ where
         return;
     };
     tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
-    let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone());
+    let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone())
+        .with_data_of(identity.data.clone());
     if let Some(on_connect) = &config.on_connect {
         on_connect.call(hub.clone(), info.clone()).await;
     }
@@ -123,6 +124,22 @@ where
     // Before the permit: shutdown waits for the permits, and so for the callback.
     disconnected.fire().await;
     drop(permit);
+}
+
+/// Closes an accepted socket at once, with the identity resolver's code and reason: how a page
+/// learns why it was refused (docs/protocol.md §6). The socket never joins the hub.
+pub(crate) async fn turn_away<S>(hub: &Hub, io: S, close: &CloseAtOnce)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = hub.config();
+    let mut socket = Socket::new(
+        io,
+        config.max_message_size,
+        config.stall_timeout,
+        hub.budget(),
+    );
+    socket.close(close.code, &close.reason, CLOSE_GRACE).await;
 }
 
 /// How a socket's session ended.

@@ -15,7 +15,7 @@ use crate::config::OriginPolicy;
 use crate::connection::{self, Link};
 use crate::forward::Call;
 use crate::hub::{Hub, Unavailable};
-use crate::identity::{Identity, IdentityResolver};
+use crate::identity::{CloseAtOnce, Identity, IdentityResolver};
 
 /// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -178,36 +178,58 @@ pub(crate) fn accept<B>(
         call: call(),
         copied: copied_headers(hub, &parts.headers),
     };
-    let start = move |hub: Hub, identity: Identity| {
+    // `Err`: a refusal the page must be able to read, carried out by closing the accepted socket.
+    let start = move |hub: Hub, admitted: Result<Identity, CloseAtOnce>| {
         tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    connection::serve(hub, TokioIo::new(upgraded), identity, link, permit).await
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => TokioIo::new(upgraded),
+                Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+            };
+            match admitted {
+                Ok(identity) => connection::serve(hub, upgraded, identity, link, permit).await,
+                Err(close) => connection::turn_away(&hub, upgraded, &close).await,
             }
         });
         switching_protocols(&accept_key)
     };
     match who {
-        Who::Query(identity) => Answer::Now(start(hub.clone(), identity)),
+        Who::Query(identity) => Answer::Now(start(hub.clone(), Ok(identity))),
         Who::Resolver(resolver) => {
             let resolving = resolver.resolve(&parts);
             let hub = hub.clone();
             Answer::Later(Box::pin(async move {
                 match resolving.await {
-                    Ok(identity) => match identity.id_over(limit) {
-                        None => start(hub, identity),
-                        Some((field, len)) => {
+                    Ok(identity) => match (identity.id_over(limit), identity.data.problem()) {
+                        (None, None) => start(hub, Ok(identity)),
+                        (Some((field, len)), _) => {
                             let refusal = Refusal::ResolvedIdTooLong { field, len, limit };
                             tracing::error!(%refusal, "upgrade refused");
                             refusal.response()
                         }
+                        (None, Some(problem)) => {
+                            tracing::error!(
+                                problem,
+                                "upgrade refused: the identity resolver's data"
+                            );
+                            crate::identity::refuse(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "the identity resolver's data for this connection cannot be kept",
+                            )
+                        }
                     },
-                    Err(refusal) => {
-                        tracing::debug!(status = %refusal.status(), "identity resolver refused");
-                        refusal
-                    }
+                    Err(refusal) => match refusal.extensions().get::<CloseAtOnce>() {
+                        Some(close) => {
+                            tracing::debug!(
+                                code = close.code,
+                                "identity resolver refused by closing"
+                            );
+                            start(hub, Err(close.clone()))
+                        }
+                        None => {
+                            tracing::debug!(status = %refusal.status(), "identity resolver refused");
+                            refusal
+                        }
+                    },
                 }
             }))
         }

@@ -21,6 +21,7 @@ use crate::error::HubError;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::Identity;
+use crate::info::ConnectionInfo;
 use crate::node::{Node, Operation, Outbox, Registration, Routed};
 use crate::websocket::{close, Frame};
 
@@ -439,15 +440,40 @@ impl Hub {
         &self,
         connection: ConnectionId,
     ) -> Result<Option<Vec<String>>, HubError> {
+        Ok(self.connection(connection).await?.map(|info| info.groups))
+    }
+
+    /// A connection's user, groups (sorted) and data ([`Identity::with_data`](crate::Identity::with_data)),
+    /// whichever node it is on, or `None` when no node has it: for an administrator's "who is
+    /// this", or a check before acting on a connection named in a message.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wshub::HubError> {
+    /// let hub = wshub::Hub::builder().build();
+    /// let id = "0123456789abcdef0123456789abcdef".parse().unwrap();
+    /// assert_eq!(hub.connection(id).await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connection(
+        &self,
+        connection: ConnectionId,
+    ) -> Result<Option<ConnectionInfo>, HubError> {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             if !cluster.owns(connection) {
-                if let Answer::Groups(groups) = cluster.ask(Question::GroupsOf(connection)).await? {
-                    return Ok(groups);
+                if let Answer::Connection(info) =
+                    cluster.ask(Question::Connection(connection)).await?
+                {
+                    return Ok(info);
                 }
             }
         }
-        Ok(self.local_groups_of(connection))
+        Ok(self.local_connection(connection))
+    }
+
+    /// A connection of this node: its user, groups (sorted) and data; `None` when it is not here.
+    pub fn local_connection(&self, connection: ConnectionId) -> Option<ConnectionInfo> {
+        self.inner.node.info(connection)
     }
 
     /// How many sockets this node has.

@@ -9,8 +9,12 @@ use std::pin::Pin;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
 
-/// A connection's identity: its user and the groups it starts in.
+use crate::data::Data;
+
+/// A connection's identity: its user, the groups it starts in, and what else the application
+/// wants to remember about it ([`with_data`](Self::with_data)).
 ///
 /// ```
 /// let ann = wshub::Identity::user("ann").in_group("room-1");
@@ -24,6 +28,7 @@ pub struct Identity {
     pub user_id: String,
     /// The groups it joins on connecting; the first is its `groupId`. Empty: the default group.
     pub groups: Vec<String>,
+    pub(crate) data: Data,
 }
 
 impl Identity {
@@ -32,6 +37,7 @@ impl Identity {
         Self {
             user_id: user_id.into(),
             groups: Vec::new(),
+            data: Data::None,
         }
     }
 
@@ -44,6 +50,32 @@ impl Identity {
     #[must_use]
     pub fn in_group(mut self, group: impl Into<String>) -> Self {
         self.groups.push(group.into());
+        self
+    }
+
+    /// Attaches the application's own data to the connection (its team, its role): forwarded
+    /// handlers ([`ConnectionInfo::data`](crate::ConnectionInfo::data)), the hooks and
+    /// [`Hub::connection`](crate::Hub::connection) read it back, on any node of a cluster, without
+    /// another trip to the session store. It is kept as JSON, at most 4 KiB; more, or a value that
+    /// cannot be serialised, refuses the upgrade with `500` (a bug of the application's, logged).
+    /// An external backend receives it in the `wshub-connection-data` header.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Staff { team: String, admin: bool }
+    ///
+    /// let hub = wshub::Hub::builder()
+    ///     .identity(|_: &http::request::Parts| async {
+    ///         // Looked up once, when the socket opens.
+    ///         let staff = Staff { team: "support".into(), admin: false };
+    ///         Ok(wshub::Identity::user("ann").in_group("support").with_data(&staff))
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    #[must_use]
+    pub fn with_data<T: Serialize + ?Sized>(mut self, data: &T) -> Self {
+        self.data = Data::of(data);
         self
     }
 
@@ -105,6 +137,61 @@ pub fn refuse(status: StatusCode, text: &str) -> Refusal {
     response
 }
 
+/// The close code of a socket refused because it has no valid session (docs/protocol.md §6):
+/// the client stops reconnecting and tells the page it is logged out.
+pub const LOGGED_OUT: u16 = 4401;
+
+/// A refusal a browser page can read: the hub accepts the upgrade, then closes the socket at once
+/// with `code` and `reason`. A page cannot read the status of a refused upgrade (the browser
+/// reports only "closed 1006"), so a `401` looks to it like a network error and it retries for
+/// ever; a close code in `4400`–`4499` tells the wshub client to stop and tell the page
+/// (docs/protocol.md §6). The socket never joins the hub: no `__connected`, no hooks, no forward.
+///
+/// A `code` outside `4000`–`4999` is sent as `4400`; the reason is cut to the 123 bytes a close
+/// frame holds.
+///
+/// ```
+/// use wshub::{refuse_by_closing, Identity, LOGGED_OUT};
+///
+/// let hub = wshub::Hub::builder()
+///     .identity(|request: &http::request::Parts| {
+///         let signed_in = request.headers.contains_key(http::header::COOKIE);
+///         async move {
+///             if signed_in {
+///                 Ok(Identity::user("ann"))
+///             } else {
+///                 Err(refuse_by_closing(LOGGED_OUT, "log in first"))
+///             }
+///         }
+///     })
+///     .build();
+/// # drop(hub);
+/// ```
+pub fn refuse_by_closing(code: u16, reason: &str) -> Refusal {
+    let code = if (4000..=4999).contains(&code) {
+        code
+    } else {
+        4400
+    };
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut refusal = refuse(StatusCode::FORBIDDEN, reason);
+    refusal.extensions_mut().insert(CloseAtOnce {
+        code,
+        reason: reason[..end].to_owned(),
+    });
+    refusal
+}
+
+/// Carried by a [`refuse_by_closing`] refusal: how to close the socket the hub then accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseAtOnce {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
 /// The future an [`IdentityResolver`] returns.
 pub type IdentityFuture = Pin<Box<dyn Future<Output = Result<Identity, Refusal>> + Send>>;
 
@@ -145,7 +232,9 @@ where
 }
 
 /// A resolver that reads the cookie `name` and asks `lookup` (a session store, a signed-token
-/// check) who it belongs to; a missing cookie or a `None` answer refuses the upgrade with `401`.
+/// check) who it belongs to. A missing cookie or a `None` answer refuses the upgrade: a browser
+/// (a request with an `Origin` header) with [`refuse_by_closing`]`(`[`LOGGED_OUT`]`, ..)`, so
+/// that its page learns it is logged out rather than retry, and anything else with `401`.
 ///
 /// ```
 /// use wshub::{identity_from_cookie, Identity};
@@ -167,8 +256,15 @@ where
     move |request: &Parts| {
         let value = cookie(&request.headers, &name).map(str::to_owned);
         let lookup = value.map(&lookup);
+        let browser = request.headers.contains_key(header::ORIGIN);
         async move {
-            let unauthorized = || refuse(StatusCode::UNAUTHORIZED, "no valid session");
+            let unauthorized = || {
+                if browser {
+                    refuse_by_closing(LOGGED_OUT, "no valid session")
+                } else {
+                    refuse(StatusCode::UNAUTHORIZED, "no valid session")
+                }
+            };
             match lookup {
                 Some(lookup) => lookup.await.ok_or_else(unauthorized),
                 None => Err(unauthorized()),

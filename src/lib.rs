@@ -48,6 +48,7 @@ mod client_files;
 mod cluster;
 mod config;
 mod connection;
+mod data;
 mod envelope;
 mod error;
 #[cfg(feature = "axum")]
@@ -86,7 +87,8 @@ pub use forward::{ForwardUrlError, Forwarding, RequestBody};
 pub use hub::Hub;
 pub use id::{ConnectionId, ParseConnectionIdError};
 pub use identity::{
-    identity_from_cookie, refuse, Identity, IdentityFuture, IdentityResolver, Refusal,
+    identity_from_cookie, refuse, refuse_by_closing, Identity, IdentityFuture, IdentityResolver,
+    Refusal, LOGGED_OUT,
 };
 pub use info::ConnectionInfo;
 pub use layer::{HubLayer, HubService, ResponseFuture};

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
+use crate::data::Data;
 use crate::envelope::Recipient;
 use crate::id::ConnectionId;
 use crate::identity::Identity;
+use crate::info::ConnectionInfo;
 use crate::mailbox::{Mailbox, Refused};
 use crate::membership::{Change, Scope, Watch};
 use crate::registry::{Member, Registry};
@@ -23,7 +25,7 @@ use crate::websocket::{close, Frame};
 /// This process's connections and their delivery.
 #[derive(Debug)]
 pub(crate) struct Node {
-    registry: RwLock<Registry<Outbox>>,
+    registry: RwLock<Registry<Local>>,
     /// Set when the hub shuts down: no connection registers after it.
     closed: AtomicBool,
     empty_recipients: EmptyRecipients,
@@ -35,9 +37,17 @@ pub(crate) struct Node {
     watch: Option<Arc<dyn Watch>>,
 }
 
-/// What the registry keeps per connection: the way into its socket task.
+/// The way into a connection's socket task.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
+
+/// What the registry keeps per connection of this node.
+#[derive(Debug)]
+pub(crate) struct Local {
+    outbox: Outbox,
+    /// The application's data about it, for look-ups.
+    data: Data,
+}
 
 impl Outbox {
     /// Queues a frame without waiting and returns what is then pending for the connection. One
@@ -141,12 +151,12 @@ impl Node {
         let mut routed = Routed::default();
         let registry = self.read();
         for_each_target(&registry, recipients, self.empty_recipients, |member| {
-            let Some(pending) = member.outbox.offer(LazyCell::force(&frame).clone()) else {
+            let Some(pending) = member.local.outbox.offer(LazyCell::force(&frame).clone()) else {
                 return;
             };
             routed.delivered += 1;
-            if member.outbox.0.behind_at(pending) {
-                routed.behind.push(Arc::clone(&member.outbox.0));
+            if member.local.outbox.0.behind_at(pending) {
+                routed.behind.push(Arc::clone(&member.local.outbox.0));
             }
         });
         drop(registry);
@@ -175,7 +185,7 @@ impl Node {
         let registry = self.read();
         let mut behind: Vec<(usize, &Outbox)> = registry
             .members()
-            .map(|member| (member.outbox.0.pending(), &member.outbox))
+            .map(|member| (member.local.outbox.0.pending(), &member.local.outbox))
             .filter(|&(pending, _)| pending >= FLOOR)
             .collect();
         behind.sort_unstable_by_key(|&(pending, _)| std::cmp::Reverse(pending));
@@ -225,7 +235,11 @@ impl Node {
                 .collect();
             (watch, new)
         });
-        registry.insert(id, &identity.user_id, &groups, outbox);
+        let local = Local {
+            outbox,
+            data: identity.data.clone(),
+        };
+        registry.insert(id, &identity.user_id, &groups, local);
         if let Some((watch, new)) = new {
             watch.connection_changed(id);
             // `has` is false for the anonymous user and the default group, which are no scope.
@@ -251,7 +265,7 @@ impl Node {
         let registry = self.read();
         self.closed.store(true, Ordering::Release);
         for member in registry.members() {
-            member.outbox.close(code);
+            member.local.outbox.close(code);
         }
     }
 
@@ -288,13 +302,13 @@ impl Node {
         has(&self.read(), scope)
     }
 
-    /// A connection's user and groups, when it is here.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn record(&self, connection: ConnectionId) -> Option<(String, Vec<String>)> {
+    /// A connection's user, groups (sorted) and data, when it is here.
+    pub(crate) fn info(&self, connection: ConnectionId) -> Option<ConnectionInfo> {
         let registry = self.read();
         let member = registry.get(connection)?;
         let groups = member.groups.iter().map(|g| g.to_string()).collect();
-        Some((member.user.to_string(), groups))
+        let info = ConnectionInfo::new(connection, member.user.to_string(), groups);
+        Some(info.with_data_of(member.local.data.clone()))
     }
 
     /// Every connection here.
@@ -330,7 +344,7 @@ impl Node {
         let Some(member) = registry.get(connection) else {
             return false;
         };
-        member.outbox.close(code);
+        member.local.outbox.close(code);
         true
     }
 
@@ -342,7 +356,9 @@ impl Node {
         let registry = self.read();
         let slots = registry.user(user).into_iter().flatten();
         let members = slots.filter_map(|&slot| registry.at(slot));
-        members.map(|member| member.outbox.close(code)).count()
+        members
+            .map(|member| member.local.outbox.close(code))
+            .count()
     }
 
     pub(crate) fn connection_count(&self) -> usize {
@@ -381,13 +397,13 @@ impl Node {
 
     // A panic while the lock is held cannot leave the registry half-changed in a way that matters
     // more than losing every socket would, so a poisoned lock is used as it is.
-    fn read(&self) -> RwLockReadGuard<'_, Registry<Outbox>> {
+    fn read(&self) -> RwLockReadGuard<'_, Registry<Local>> {
         self.registry
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Registry<Outbox>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Registry<Local>> {
         self.registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -154,7 +154,8 @@ impl Pipeline {
         if let Some(at) = groups.iter().position(|g| g == self.identity.group_id()) {
             groups[..=at].rotate_right(1);
         }
-        let sender = ConnectionInfo::new(self.id, self.identity.user_id.clone(), groups);
+        let sender = ConnectionInfo::new(self.id, self.identity.user_id.clone(), groups)
+            .with_data_of(self.identity.data.clone());
         let request = forward::build_request(
             uri,
             Bytes::from(envelope.to_json()),

@@ -2,7 +2,8 @@
 //!
 //! Members live in a slab so that the group and user indices hold small integer keys: fan-out walks
 //! an index and reads members by position, with no hashing per recipient. The registry is generic
-//! over what it keeps per connection (`T`, the outbox in the hub) so routing can be tested alone.
+//! over what it keeps per connection (`T`: in the hub, the way into its socket task) so routing
+//! can be tested alone.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,7 +19,7 @@ pub(crate) struct Member<T> {
     pub(crate) user: Box<str>,
     /// Sorted, without duplicates; empty means the default group.
     pub(crate) groups: Vec<Box<str>>,
-    pub(crate) outbox: T,
+    pub(crate) local: T,
 }
 
 #[derive(Debug)]
@@ -47,7 +48,7 @@ impl<T> Default for Registry<T> {
 impl<T> Registry<T> {
     /// Adds a connection. Empty group names are skipped: `""` is the default group, which is
     /// membership in no group.
-    pub(crate) fn insert(&mut self, id: ConnectionId, user: &str, groups: &[&str], outbox: T) {
+    pub(crate) fn insert(&mut self, id: ConnectionId, user: &str, groups: &[&str], local: T) {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -77,7 +78,7 @@ impl<T> Registry<T> {
             id,
             user: user.into(),
             groups: member_groups,
-            outbox,
+            local,
         });
     }
 

@@ -442,12 +442,18 @@ async fn any_node_answers_for_every_nodes_connections() {
         until_who(node, "?user=ann", json!({ "connections": ann })).await;
         let g1 = sorted(&[&c[0].id, &c[2].id]);
         until_who(node, "?group=g1", json!({ "connections": g1 })).await;
-        for (i, groups) in [(0, json!(["g1"])), (1, json!(["g2"])), (4, json!([]))] {
+        for (i, groups, user) in [
+            (0, json!(["g1"]), "ann"),
+            (1, json!(["g2"]), "ann"),
+            (4, json!([]), ""),
+        ] {
             let query = format!("?connection={}", c[i].id);
-            until_who(node, &query, json!({ "groups": groups })).await;
+            let expected = json!({ "groups": groups, "userId": user, "data": null });
+            until_who(node, &query, expected).await;
         }
         let nobody = "?connection=0000000100000000000000000000000a";
-        assert_eq!(who(node, nobody).await, json!({ "groups": null }));
+        let unknown = json!({ "groups": null, "userId": null, "data": null });
+        assert_eq!(who(node, nobody).await, unknown);
     }
 
     // Node 1 dies with clients 1 (ann@g2) and 2 (bob@g1): once it is taken for dead (2 s), no
@@ -461,7 +467,62 @@ async fn any_node_answers_for_every_nodes_connections() {
     let g1 = sorted(&[&c[0].id]);
     until_who(&nodes[0], "?group=g1", json!({ "connections": g1 })).await;
     let query = format!("?connection={}", c[2].id);
-    until_who(&nodes[0], &query, json!({ "groups": null })).await;
+    let gone = json!({ "groups": null, "userId": null, "data": null });
+    until_who(&nodes[0], &query, gone).await;
+}
+
+/// The data an identity resolver attaches to a connection on one node is what another node's
+/// `Hub::connection` answers, with its user and groups; and this node answers for the other's.
+/// One node is this test's own hub (to have a resolver), the other a hyper_server process.
+#[tokio::test]
+async fn a_connections_data_is_answered_by_every_node() {
+    let redis = Redis::start().await;
+    let remote = Node::start(&redis).await;
+    let cluster = wshub::RedisCluster::new(&redis.url()).expect("a Redis URL");
+    let hub = wshub::Hub::builder()
+        .cluster(cluster)
+        .identity(|request: &http::request::Parts| {
+            let team = request.headers.get("x-team").cloned();
+            async move {
+                let team = team.map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned());
+                let staff = json!({ "team": team, "since": 2019 });
+                Ok(wshub::Identity::user("ann")
+                    .in_group("staff")
+                    .with_data(&staff))
+            }
+        })
+        .build();
+    let local = common::TestServer::serve(hub.clone(), axum::Router::new()).await;
+
+    let (ann, _) = local
+        .try_connect("", &[("x-team", "support")])
+        .await
+        .expect("ann connects");
+    let query = format!("?connection={}", ann.id);
+    let expected = json!({
+        "groups": ["staff"],
+        "userId": "ann",
+        "data": { "team": "support", "since": 2019 },
+    });
+    until_who(&remote, &query, expected).await;
+
+    let bob = remote.connect("?userId=bob&groupId=g1").await;
+    let bob_id = bob.id.parse().expect("a connection id");
+    common::until_async("bob's record to reach Redis", || async {
+        hub.connection(bob_id).await.ok().flatten().is_some()
+    })
+    .await;
+    let info = hub
+        .connection(bob_id)
+        .await
+        .expect("an answer")
+        .expect("bob");
+    assert_eq!(
+        (info.user_id.as_str(), &info.groups[..]),
+        ("bob", &["g1".to_owned()][..])
+    );
+    assert_eq!(info.data_json(), None);
+    drop(ann);
 }
 
 #[tokio::test]

@@ -620,7 +620,12 @@ async fn forwards_pass_the_apps_own_auth_middleware_until_the_session_ends() {
 // requests, and direct requests to the forward route.
 
 /// The hub's identity headers, which only it may set.
-const IDENTITY_HEADERS: [&str; 3] = ["wshub-user-id", "wshub-connection-id", "wshub-group-id"];
+const IDENTITY_HEADERS: [&str; 4] = [
+    "wshub-user-id",
+    "wshub-connection-id",
+    "wshub-group-id",
+    "wshub-connection-data",
+];
 
 /// What the application saw of a forwarded message: its identity headers (every value), a
 /// copied header, the extractor's sender and the envelope's stamped fields.
@@ -630,6 +635,7 @@ async fn what_the_app_saw(headers: HeaderMap, forwarded: Forwarded) -> Json<Enve
         "wshub-user-id": values(&headers, "wshub-user-id"),
         "wshub-connection-id": values(&headers, "wshub-connection-id"),
         "wshub-group-id": values(&headers, "wshub-group-id"),
+        "wshub-connection-data": values(&headers, "wshub-connection-data"),
         "x-trace": values(&headers, "x-trace"),
         "sender": {
             "connectionId": sender.connection_id.to_string(),
@@ -647,8 +653,9 @@ async fn what_the_app_saw(headers: HeaderMap, forwarded: Forwarded) -> Json<Enve
 }
 
 /// Headers that claim to be someone else, sent with an upgrade request.
-const FORGED: [(&str, &str); 4] = [
+const FORGED: [(&str, &str); 5] = [
     ("wshub-user-id", "admin"),
+    ("wshub-connection-data", r#"{"admin":true}"#),
     ("wshub-connection-id", "00000000000000000000000000000001"),
     ("wshub-group-id", "admins"),
     ("x-trace", "t-1"),
@@ -681,6 +688,7 @@ async fn forged_identity_in_the_upgrade_request_or_the_envelope_never_reaches_th
             "wshub-user-id": ["bob"],
             "wshub-connection-id": [bob.id],
             "wshub-group-id": ["room-1"],
+            "wshub-connection-data": [],
             "x-trace": ["t-1"],
             "sender": {
                 "connectionId": bob.id,
@@ -731,7 +739,7 @@ async fn ordinary_requests_reach_the_app_without_forged_wshub_headers() {
         .route("/echo", get(echo).post(echo))
         .route("/hub/messages", post(what_the_app_saw));
     let server = TestServer::serve(hub, app).await;
-    let forged = "wshub-user-id: admin\r\nWSHUB-USER-ID: root\r\nWshub-Connection-Id: 00000000000000000000000000000001\r\nwshub-group-id: admins\r\nx-check: kept\r\n";
+    let forged = "wshub-user-id: admin\r\nWSHUB-USER-ID: root\r\nWshub-Connection-Id: 00000000000000000000000000000001\r\nwshub-group-id: admins\r\nwshub-connection-data: {\"admin\":true}\r\nx-check: kept\r\n";
 
     for method in ["GET", "POST"] {
         let response = server
@@ -747,6 +755,7 @@ async fn ordinary_requests_reach_the_app_without_forged_wshub_headers() {
                 "wshub-user-id": [],
                 "wshub-connection-id": [],
                 "wshub-group-id": [],
+                "wshub-connection-data": [],
                 "x-check": ["kept"],
             }),
             "{method} /echo"
@@ -1192,4 +1201,219 @@ async fn hooks_reach_the_hub_and_may_do_async_work() {
 
     bob.ws.close(None).await.expect("close bob");
     assert_eq!(ann.recv_action("left").await["message"], "bob");
+}
+
+/// What the resolver of the data tests knows about each user: looked up once per socket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Staff {
+    team: String,
+    admin: bool,
+}
+
+/// A resolver that attaches `Staff` (from `x-team`) as the connection's data; `x-big` attaches
+/// more than the hub keeps.
+async fn staff_resolver(request: &Parts) -> Result<Identity, Refusal> {
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| String::from_utf8(v.as_bytes().to_vec()).ok())
+    };
+    let user = header("x-user").unwrap_or_default();
+    if header("x-big").is_some() {
+        return Ok(Identity::user(user).with_data(&"x".repeat(5000)));
+    }
+    let Some(team) = header("x-team") else {
+        return Ok(Identity::user(user));
+    };
+    let staff = Staff {
+        team: team.clone(),
+        admin: user == "ann",
+    };
+    Ok(Identity::user(user).in_group(team).with_data(&staff))
+}
+
+/// The resolver's data reaches a forwarded handler (typed), the hooks, and `Hub::connection`;
+/// a connection without data reads as `None`; data over the limit refuses the upgrade with 500.
+#[tokio::test]
+async fn resolver_data_reaches_handlers_hooks_and_lookups() {
+    let (hooked_tx, mut hooked) = mpsc::unbounded_channel();
+    let hub = Hub::builder()
+        .identity(|request: &Parts| {
+            let request = request.clone();
+            async move { staff_resolver(&request).await }
+        })
+        .forwarding(Forwarding::in_process("/hub/messages").actions(["whoami"]))
+        .on_connect(move |_, info: ConnectionInfo| {
+            let _ = hooked_tx.send(info.data::<Option<Staff>>().expect("data or none"));
+            async {}
+        })
+        .build();
+    let app = Router::new().route(
+        "/hub/messages",
+        post(|Forwarded { sender, .. }: Forwarded| async move {
+            match sender.data::<Option<Staff>>() {
+                Ok(staff) => wshub::Reply::with(&staff),
+                Err(e) => wshub::Reply::refuse(e.to_string()),
+            }
+        }),
+    );
+    let server = TestServer::serve(hub.clone(), app).await;
+
+    let (mut ann, _) = connect(&server, "", &[("x-user", "ann"), ("x-team", "support")]).await;
+    let ann_staff = Staff {
+        team: "support".into(),
+        admin: true,
+    };
+    let hooked_staff = within("on_connect", hooked.recv()).await;
+    assert_eq!(hooked_staff, Some(Some(ann_staff.clone())));
+    ann.send_json(&json!({"action": "whoami", "requestId": "1"}))
+        .await;
+    let reply = ann.recv_action("__reply").await;
+    assert_eq!(reply["message"], json!({"team": "support", "admin": true}));
+
+    let id = ann.id.parse().expect("a connection id");
+    let info = hub
+        .connection(id)
+        .await
+        .expect("a lookup")
+        .expect("ann is here");
+    assert_eq!(info.user_id, "ann");
+    assert_eq!(info.groups, ["support"]);
+    assert_eq!(info.data::<Staff>().expect("staff"), ann_staff);
+
+    let (mut bob, _) = connect(&server, "", &[("x-user", "bob")]).await;
+    assert_eq!(within("on_connect", hooked.recv()).await, Some(None));
+    bob.send_json(&json!({"action": "whoami", "requestId": "2"}))
+        .await;
+    assert_eq!(bob.recv_action("__reply").await["message"], Value::Null);
+    let bob_id = bob.id.parse().expect("a connection id");
+    let info = hub
+        .connection(bob_id)
+        .await
+        .expect("a lookup")
+        .expect("bob is here");
+    assert_eq!(info.data_json(), None);
+
+    let refusal = refused(&server, "", &[("x-user", "cy"), ("x-big", "1")]).await;
+    assert_eq!(refusal.status, 500, "{refusal:?}");
+    assert_eq!(
+        hub.local_connection_count(),
+        2,
+        "no socket for the refused one"
+    );
+}
+
+/// An external backend reads the data from the `wshub-connection-data` header, JSON in ASCII.
+#[tokio::test]
+async fn an_external_backend_reads_the_data_from_its_header() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the backend on 127.0.0.1:0");
+    let addr = listener.local_addr().expect("backend address");
+    let backend = Router::new().route(
+        "/backend",
+        post(|headers: HeaderMap| async move {
+            let data = headers
+                .get("wshub-connection-data")
+                .map(|v| v.to_str().expect("ASCII").to_owned());
+            let data: Value = serde_json::from_str(data.as_deref().unwrap_or("null"))
+                .expect("the header is JSON");
+            Json(json!({"action": "__reply", "message": data}))
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, backend).await;
+    });
+    let forwarding =
+        Forwarding::to_url(&format!("http://{addr}/backend")).expect("a valid forward URL");
+    let hub = Hub::builder()
+        .identity(|request: &Parts| {
+            let request = request.clone();
+            async move { staff_resolver(&request).await }
+        })
+        .forwarding(forwarding)
+        .build();
+    let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
+
+    let (mut ann, _) = connect(&server, "", &[("x-user", "ann"), ("x-team", "Zürich")]).await;
+    ann.send_json(&json!({"action": "whoami", "requestId": "1"}))
+        .await;
+    let reply = ann.recv_action("__reply").await;
+    assert_eq!(reply["message"], json!({"team": "Zürich", "admin": true}));
+    task.abort();
+}
+
+/// Opens a socket whose upgrade the hub accepts, and returns what the hub sends first: the close
+/// frame's code and reason, or the action of an envelope.
+async fn first_word(
+    server: &TestServer,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = server
+        .ws_url("")
+        .into_client_request()
+        .expect("a ws:// URL");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
+    let (mut ws, response) = within("the handshake", tokio_tungstenite::connect_async(request))
+        .await
+        .expect("an accepted upgrade");
+    assert_eq!(response.status(), 101);
+    match within("the hub's first frame", ws.next()).await {
+        Some(Ok(Message::Close(Some(frame)))) => Ok((frame.code.into(), frame.reason.to_string())),
+        Some(Ok(Message::Text(text))) => {
+            let envelope: Value = serde_json::from_str(&text).expect("JSON");
+            Err(envelope["action"].as_str().unwrap_or_default().to_owned())
+        }
+        other => panic!("neither a close nor an envelope: {other:?}"),
+    }
+}
+
+/// A page cannot read a refused upgrade's status: a refusal by closing accepts the socket and
+/// closes it at once with the resolver's 4xxx code and reason, before any envelope, and the
+/// socket never joins the hub. `identity_from_cookie` refuses browsers (they send `Origin`) so,
+/// and other clients with `401`.
+#[tokio::test]
+async fn a_refusal_by_closing_reaches_the_page_as_a_close_code() {
+    let hub = Hub::builder()
+        .identity(identity_from_cookie(
+            "session",
+            |session: String| async move { (session == "s-1").then(|| Identity::user("ann")) },
+        ))
+        .build();
+    let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
+    let origin = format!("http://{}", server.addr);
+
+    let closed = first_word(&server, &[("origin", &origin)]).await;
+    assert_eq!(
+        closed,
+        Ok((wshub::LOGGED_OUT, "no valid session".to_owned()))
+    );
+    let closed = first_word(&server, &[("origin", &origin), ("cookie", "session=s-0")]).await;
+    assert_eq!(closed, Ok((4401, "no valid session".to_owned())));
+    assert_eq!(hub.local_connection_count(), 0);
+
+    let refusal = refused(&server, "", &[("cookie", "session=s-0")]).await;
+    assert_eq!(refusal.status, 401, "{refusal:?}");
+    let welcomed = first_word(&server, &[("origin", &origin), ("cookie", "session=s-1")]).await;
+    assert_eq!(welcomed, Err("__connected".to_owned()));
+}
+
+#[tokio::test]
+async fn a_resolvers_own_refusal_by_closing_keeps_its_code_and_reason() {
+    let hub = Hub::builder()
+        .identity(|_: &Parts| async {
+            Err(wshub::refuse_by_closing(4403, "this account is suspended"))
+        })
+        .build();
+    let server = TestServer::serve(hub.clone(), plain_app(&hub)).await;
+    let closed = first_word(&server, &[]).await;
+    assert_eq!(closed, Ok((4403, "this account is suspended".to_owned())));
 }

@@ -225,15 +225,16 @@ fn pipeline(node: &Node, pending: &Pending, scripts: &Scripts, link: &Link) -> r
         Box::new(pending.connections.iter())
     };
     for &connection in connections {
-        let invocation = match node.record(connection) {
-            Some((user, groups)) => {
+        let invocation = match node.info(connection) {
+            Some(info) => {
                 let mut invocation = scripts.put.prepare_invoke();
                 invocation
                     .arg(link.names.prefix())
                     .arg(&id)
                     .arg(connection.to_string())
-                    .arg(user)
-                    .arg(groups);
+                    .arg(&info.user_id)
+                    .arg(info.data_json().unwrap_or(""))
+                    .arg(&info.groups);
                 invocation
             }
             None => {

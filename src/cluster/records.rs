@@ -5,7 +5,7 @@
 //!
 //! | key | kind | holds |
 //! |---|---|---|
-//! | `<prefix>:c:<node>` | hash | connection id → `{"u": user, "g": [groups]}`, one per connection of the node |
+//! | `<prefix>:c:<node>` | hash | connection id → `{"u": user, "g": [groups], "d": data as JSON text or ""}`, one per connection of the node |
 //! | `<prefix>:gm:<group>`, `<prefix>:um:<user>` | set | connection ids |
 //! | `<prefix>:groups`, `<prefix>:users` | set | the groups and users with a connection |
 //!
@@ -17,8 +17,10 @@ use std::sync::LazyLock;
 use redis::aio::MultiplexedConnection;
 
 use super::Link;
+use crate::data::Data;
 use crate::error::HubError;
 use crate::id::ConnectionId;
+use crate::info::ConnectionInfo;
 
 /// A Lua function that removes one connection's record and its set entries.
 pub(crate) const FORGET_FN: &str = r"
@@ -41,12 +43,12 @@ local function forget(prefix, hash, conn)
 end
 ";
 
-/// Writes one connection's record. ARGV: prefix, node, connection, user, then its groups.
+/// Writes one connection's record. ARGV: prefix, node, connection, user, data, then its groups.
 const PUT: &str = r"
-local prefix, node, conn, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local prefix, node, conn, user, data = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local hash = prefix .. ':c:' .. node
 local groups, now = {}, {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   now[ARGV[i]] = true
   table.insert(groups, ARGV[i])
 end
@@ -68,7 +70,7 @@ if user ~= '' then
   redis.call('SADD', prefix .. ':um:' .. user, conn)
   redis.call('SADD', prefix .. ':users', user)
 end
-redis.call('HSET', hash, conn, cjson.encode({u = user, g = groups}))
+redis.call('HSET', hash, conn, cjson.encode({u = user, g = groups, d = data}))
 return 1
 ";
 
@@ -78,7 +80,8 @@ const FORGET: &str = "return forget(ARGV[1], ARGV[1] .. ':c:' .. ARGV[2], ARGV[3
 /// Answers a question. ARGV: prefix, this node, dead after (ms), question, its subject.
 /// `members` (subject `gm:<group>` or `um:<user>`): the connection ids of live nodes but this one.
 /// `counts`: {connections on live nodes but this one, users, groups}.
-/// `groups` (subject a connection id): its groups, or nil when no live node has it.
+/// `record` (subject a connection id): {'found', user, data, groups…}, or nil when no live node
+/// has it.
 const ASK: &str = r"
 local prefix, own, dead_after, question, subject = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local time = redis.call('TIME')
@@ -99,14 +102,15 @@ elseif question == 'counts' then
     connections = connections + redis.call('HLEN', prefix .. ':c:' .. node)
   end
   return {connections, redis.call('SCARD', prefix .. ':users'), redis.call('SCARD', prefix .. ':groups')}
-elseif question == 'groups' then
+elseif question == 'record' then
   local node = string.sub(subject, 1, 8)
   if not live[node] then return false end
   local record = redis.call('HGET', prefix .. ':c:' .. node, subject)
   if not record then return false end
-  local groups = cjson.decode(record).g
-  table.insert(groups, 1, 'found')
-  return groups
+  record = cjson.decode(record)
+  local answer = {'found', record.u, record.d or ''}
+  for _, g in ipairs(record.g) do table.insert(answer, g) end
+  return answer
 end
 return redis.error_reply('unknown question')
 ";
@@ -154,8 +158,8 @@ pub(crate) enum Question<'a> {
     User(&'a str),
     /// Connections of other live nodes, users and groups everywhere.
     Counts,
-    /// A connection's groups.
-    GroupsOf(ConnectionId),
+    /// A connection's user, groups and data.
+    Connection(ConnectionId),
 }
 
 /// What Redis answered.
@@ -167,7 +171,7 @@ pub(crate) enum Answer {
         users: usize,
         groups: usize,
     },
-    Groups(Option<Vec<String>>),
+    Connection(Option<ConnectionInfo>),
 }
 
 /// Asks Redis, within the command timeout.
@@ -187,7 +191,7 @@ pub(crate) async fn ask(
         Question::Group(group) => invocation.arg("members").arg(format!("gm:{group}")),
         Question::User(user) => invocation.arg("members").arg(format!("um:{user}")),
         Question::Counts => invocation.arg("counts").arg(""),
-        Question::GroupsOf(id) => invocation.arg("groups").arg(id.to_string()),
+        Question::Connection(id) => invocation.arg("record").arg(id.to_string()),
     };
     let asking = invocation.invoke_async::<redis::Value>(connection);
     let value = match tokio::time::timeout(link.timings.command_timeout, asking).await {
@@ -223,13 +227,15 @@ pub(crate) async fn ask(
                 groups,
             }
         }
-        Question::GroupsOf(_) => {
-            let found = strings(&value);
-            match found.split_first() {
-                Some((tag, groups)) if tag == "found" => Answer::Groups(Some(groups.to_vec())),
-                _ => Answer::Groups(None),
+        Question::Connection(id) => match &strings(&value)[..] {
+            [tag, user, data, groups @ ..] if tag == "found" => {
+                let mut groups = groups.to_vec();
+                groups.sort_unstable();
+                let info = ConnectionInfo::new(id, user.clone(), groups);
+                Answer::Connection(Some(info.with_data_of(Data::from_json(data))))
             }
-        }
+            _ => Answer::Connection(None),
+        },
     })
 }
 

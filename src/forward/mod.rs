@@ -15,4 +15,4 @@ pub use config::{ForwardUrlError, Forwarding};
 #[cfg(fuzzing)]
 pub(crate) use outcome::DETAIL_MAX;
 pub(crate) use outcome::{Outcome, REPLY};
-pub(crate) use request::{build as build_request, CONNECTION_ID, GROUP_ID, USER_ID};
+pub(crate) use request::{build as build_request, IDENTITY_HEADERS};

@@ -13,6 +13,13 @@ pub(crate) const CONNECTION_ID: HeaderName = HeaderName::from_static("wshub-conn
 pub(crate) const USER_ID: HeaderName = HeaderName::from_static("wshub-user-id");
 /// The sender's group id, percent-encoded beyond visible ASCII.
 pub(crate) const GROUP_ID: HeaderName = HeaderName::from_static("wshub-group-id");
+/// The data the identity resolver attached to the sender, as JSON in ASCII (`\u` escapes).
+pub(crate) const CONNECTION_DATA: HeaderName = HeaderName::from_static("wshub-connection-data");
+
+/// The headers by which the hub tells the application who sent a message: set only by the hub,
+/// removed from every request that comes in from the network.
+pub(crate) const IDENTITY_HEADERS: [HeaderName; 4] =
+    [CONNECTION_ID, USER_ID, GROUP_ID, CONNECTION_DATA];
 
 /// `POST uri` with the envelope as body, the sender's identity headers, the headers copied from
 /// the upgrade request, the configured fixed headers, and (for in-process forwards, where the
@@ -42,6 +49,13 @@ pub(crate) fn build(
     );
     headers.insert(USER_ID, header_text(&sender.user_id));
     headers.insert(GROUP_ID, header_text(sender.group_id()));
+    let data = sender
+        .data
+        .ascii_json()
+        .map(|json| HeaderValue::from_str(&json));
+    if let Some(Ok(data)) = data {
+        headers.insert(CONNECTION_DATA, data);
+    }
     request.extensions_mut().insert(sender.clone());
     request.extensions_mut().insert(limits);
     request

@@ -131,7 +131,7 @@ where
         }
         // Only the hub says who sent a forwarded message.
         let headers = request.headers_mut();
-        for name in [forward::CONNECTION_ID, forward::USER_ID, forward::GROUP_ID] {
+        for name in forward::IDENTITY_HEADERS {
             headers.remove(name);
         }
         request.extensions_mut().remove::<ConnectionInfo>();
