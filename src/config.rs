@@ -446,4 +446,20 @@ mod tests {
         assert_eq!(c.fields.max_id_len, 256);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
     }
+
+    /// What `Hub::strict` promises besides its resolver (its sockets' behaviour is in
+    /// tests/defaults.rs).
+    #[test]
+    fn the_strict_preset_refuses_relays_and_limits_the_rate() {
+        let resolver = |_: &http::request::Parts| async { Ok(crate::Identity::anonymous()) };
+        let c = crate::Hub::strict(resolver).into_config();
+        assert!(c.identity.is_some());
+        assert!(matches!(c.relay, Relay::ForwardOnly));
+        let limit = RateLimit {
+            per_second: 20.0,
+            burst: 40.0,
+        };
+        assert_eq!(c.rate_limit, Some(limit));
+        assert_eq!(c.origins, OriginPolicy::SameHost);
+    }
 }

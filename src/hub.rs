@@ -20,7 +20,7 @@ use crate::envelope::Envelope;
 use crate::error::HubError;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
-use crate::identity::Identity;
+use crate::identity::{Identity, IdentityResolver};
 use crate::info::ConnectionInfo;
 use crate::node::{Node, Operation, Outbox, Registration, Routed};
 use crate::websocket::{close, Frame};
@@ -135,9 +135,44 @@ pub(crate) enum Unavailable {
 }
 
 impl Hub {
-    /// Starts a [`HubBuilder`] with the default limits.
+    /// Starts a [`HubBuilder`] with the default limits, which trust the client as Web Connection
+    /// does: identity from `?userId=`, and any client may relay to anyone. For a hub that trusts
+    /// no client, start with [`strict`](Self::strict).
     pub fn builder() -> HubBuilder {
         HubBuilder::default()
+    }
+
+    /// Starts a [`HubBuilder`] that trusts no client: the secure setup in one call.
+    ///
+    /// - **Identity** comes from `resolver` alone (a session cookie with
+    ///   [`identity_from_cookie`](crate::identity_from_cookie), a signed token); the query string
+    ///   is ignored.
+    /// - **No client relays**: a client's message reaches others only through a forwarded
+    ///   handler ([`forwarding`](HubBuilder::forwarding)), which checks it; any other action is
+    ///   refused with `__error` `forbidden`. (Add a [`relay_filter`](HubBuilder::relay_filter) to
+    ///   let some through.)
+    /// - **A rate limit** of 20 messages a second per connection, in bursts of up to 40.
+    /// - Pages of other sites may not open sockets (the default origin check, kept).
+    ///
+    /// The publish endpoint needs its own authentication whatever the preset (it has no
+    /// default), and every option can still be changed on the builder.
+    ///
+    /// ```
+    /// use wshub::{identity_from_cookie, Forwarding, Hub, Identity};
+    ///
+    /// let hub = Hub::strict(identity_from_cookie("session", |session: String| async move {
+    ///     // Ask the application's session store.
+    ///     (session == "s-123").then(|| Identity::user("ann").in_group("team-7"))
+    /// }))
+    /// .forwarding(Forwarding::in_process("/hub/messages").actions(["chat"]))
+    /// .build();
+    /// # drop(hub);
+    /// ```
+    pub fn strict(resolver: impl IdentityResolver) -> HubBuilder {
+        Self::builder()
+            .identity(resolver)
+            .relay_only_through_forwarding()
+            .rate_limit(20, 40)
     }
 
     pub(crate) fn from_config(#[allow(unused_mut)] mut config: Config) -> Self {

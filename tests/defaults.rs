@@ -67,3 +67,58 @@ async fn rate_limit_is_off_by_default() {
         );
     }
 }
+
+/// `Hub::strict`: identity from the resolver alone (the query string is ignored), no client
+/// relays (only forwarded actions).
+#[tokio::test]
+async fn the_strict_preset_trusts_no_client() {
+    use axum::routing::post;
+    use wshub::{Forwarded, Forwarding, Hub, Identity, Reply};
+
+    let hub = Hub::strict(|request: &http::request::Parts| {
+        let token = request.headers.get("x-token").cloned();
+        async move {
+            match token.as_ref().map(|t| t.as_bytes()) {
+                Some(b"ann-token") => Ok(Identity::user("ann").in_group("team")),
+                _ => Err(wshub::refuse(
+                    http::StatusCode::UNAUTHORIZED,
+                    "who are you?",
+                )),
+            }
+        }
+    })
+    .forwarding(Forwarding::in_process("/hub/messages").actions(["chat"]))
+    .build();
+    let app = axum::Router::new().route(
+        "/hub/messages",
+        post(|_: Forwarded| async { Reply::done() }),
+    );
+    let server = TestServer::serve(hub, app).await;
+
+    let Err(refused) = server.try_connect("?userId=ann", &[]).await else {
+        panic!("no token, no socket, whatever the query says");
+    };
+    assert_eq!(refused.status, 401);
+    let (mut ann, connected) = server
+        .try_connect(
+            "?userId=mallory&groupId=admins",
+            &[("x-token", "ann-token")],
+        )
+        .await
+        .expect("ann's token opens a socket");
+    assert_eq!(connected["message"]["userId"], "ann");
+    assert_eq!(connected["message"]["groupId"], "team");
+
+    // A relay to everyone is refused; the forwarded action is answered. (The rate limit it sets
+    // is checked in config.rs: counting refusals here would race the bucket's refill.)
+    ann.send_json(&json!({"action": "shout", "recipients": [{"type": "all"}], "requestId": "r"}))
+        .await;
+    let refused = ann.recv_action("__error").await;
+    assert_eq!(
+        (&refused["message"]["code"], &refused["requestId"]),
+        (&json!("forbidden"), &json!("r"))
+    );
+    ann.send_json(&json!({"action": "chat", "message": "hi", "requestId": "c"}))
+        .await;
+    assert_eq!(ann.recv_action("__reply").await["requestId"], "c");
+}
