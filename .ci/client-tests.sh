@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the browser client (client/wshub.js) with Node's built-in test runner, against the
-# real examples/hyper_server on 127.0.0.1. No npm packages: Node 20 or newer and cargo only.
+# real examples/hyper_server on 127.0.0.1. No npm packages are installed: Node 20 or newer, npm
+# (client/test/package.test.mjs packs client/ as the npm package wshub-client, offline) and cargo.
 #
 #   bash .ci/client-tests.sh           # from any directory
 set -euo pipefail
@@ -23,6 +24,9 @@ node_major=${node_major%%.*}
 node --experimental-websocket -e 'if (typeof WebSocket !== "function") process.exit(1)' ||
     fail "Node.js $node_version has no WebSocket, even with --experimental-websocket"
 echo "client-tests: node $node_version"
+command -v npm >/dev/null 2>&1 ||
+    fail "npm is required to test the npm package in client/ (Debian: apt-get install npm)"
+echo "client-tests: npm $(npm --version)"
 
 command -v cargo >/dev/null 2>&1 || fail "cargo is required to build examples/hyper_server"
 echo "client-tests: building examples/hyper_server"

@@ -149,6 +149,19 @@ export class ChatServer {
     if (response.status !== 200) throw new Error(`publish answered ${response.status}: ${body}`);
     return JSON.parse(body);
   }
+
+  /** Logs `user` out through the chat's `/api/logout`; resolves with how many sockets closed. */
+  async logout(user) {
+    const response = await fetch(`${this.base}/api/logout`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ user }),
+      signal: AbortSignal.timeout(WAIT),
+    });
+    const body = await response.text();
+    if (response.status !== 200) throw new Error(`logout answered ${response.status}: ${body}`);
+    return JSON.parse(body).closed;
+  }
 }
 
 /** Debian's Chromium, headless. Playwright gives it a fresh temporary profile (user-data-dir),

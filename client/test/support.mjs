@@ -6,7 +6,7 @@
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -98,6 +98,7 @@ export async function startServer(addr = "127.0.0.1:0") {
     throw error;
   }
   let stopped = null;
+  let paused = false;
   const server = {
     addr: address,
     http: `http://${address}`,
@@ -106,6 +107,8 @@ export async function startServer(addr = "127.0.0.1:0") {
     /** SIGTERM (graceful: sockets get close 1001), then waits for the exit. */
     stop() {
       if (stopped === null) {
+        // A stopped process keeps SIGTERM pending until it runs again.
+        if (paused) server.resume();
         if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
         stopped = within(exited, `hyper_server on ${address} to exit after SIGTERM`).catch(
           (error) => {
@@ -121,6 +124,36 @@ export async function startServer(addr = "127.0.0.1:0") {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       return exited;
     },
+    /**
+     * SIGSTOP: the process stands still while the kernel keeps its sockets, so a client's socket
+     * stays up and unanswered, as with a hub behind a dead network path or a sleeping laptop.
+     * Resolves once every thread has stopped: kill() returns before they have, and a thread still
+     * running would answer what the test sends next.
+     */
+    async pause() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGSTOP");
+      paused = true;
+      await within(allStopped(child.pid), `hyper_server (pid ${child.pid}) to stop after SIGSTOP`);
+    },
+    /** SIGCONT, after `pause()`. */
+    resume() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGCONT");
+      paused = false;
+    },
+    /** POSTs `{ connection, code }` (or `{ user, code }`) to /api/disconnect, as a logout would;
+     *  resolves with `{ status, body }`. */
+    async disconnect(body, token = TOKEN) {
+      const response = await within(
+        fetch(`http://${address}/api/disconnect`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }),
+        "/api/disconnect to answer",
+      );
+      return { status: response.status, body: await response.json() };
+    },
     /** POSTs to the publish endpoint; resolves with `{ status, body }`. */
     async publish(envelope, token = TOKEN) {
       const response = await within(
@@ -135,6 +168,24 @@ export async function startServer(addr = "127.0.0.1:0") {
     },
   };
   return server;
+}
+
+/** Resolves once every thread of `pid` is stopped (state `T` in /proc; Linux). There is no
+ *  event to wait for, so it looks every millisecond; `within` bounds it. */
+async function allStopped(pid) {
+  const tasks = `/proc/${pid}/task`;
+  if (!existsSync(tasks)) throw new Error(`${tasks} is missing: pause() needs Linux's /proc`);
+  for (;;) {
+    const states = await Promise.all(
+      (await readdir(tasks)).map(async (tid) => {
+        const stat = await readFile(`${tasks}/${tid}/stat`, "utf8").catch(() => ") T");
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      }),
+    );
+    if (states.every((state) => state === "T" || state === "t")) return;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
 }
 
 /**
@@ -209,6 +260,107 @@ export function countingWebSocket() {
     }
   }
   return { WebSocket: CountingWebSocket, sockets };
+}
+
+/**
+ * A WebSocket constructor that records each frame sent and received, parsed, as
+ * `{ socket, envelope }` (`socket`: the index in `sockets`), in the inboxes `sent` and `received`.
+ * A received frame is recorded once the client has handled it, so a test that waits for one sees
+ * what the client made of it. One for which `wire.withhold(envelope)` is true is recorded (with
+ * `withheld: true`) but never reaches the client: an answer still on its way, on a socket that is
+ * otherwise real.
+ */
+export function recordingWebSocket(name = "wire") {
+  const sockets = [];
+  const wire = {
+    sockets,
+    sent: new Inbox(`${name}: frames sent`),
+    received: new Inbox(`${name}: frames received`),
+    withhold: () => false,
+    WebSocket: null,
+  };
+  const parse = (data) => {
+    try {
+      return JSON.parse(data);
+    } catch {
+      return data;
+    }
+  };
+  wire.WebSocket = class RecordingWebSocket extends globalThis.WebSocket {
+    constructor(...args) {
+      super(...args);
+      sockets.push(this);
+    }
+
+    send(data) {
+      wire.sent.push({ socket: sockets.indexOf(this), envelope: parse(data) });
+      super.send(data);
+    }
+
+    get onmessage() {
+      return super.onmessage;
+    }
+
+    set onmessage(handler) {
+      super.onmessage = typeof handler !== "function"
+        ? handler
+        : (event) => {
+            const frame = { socket: sockets.indexOf(this), envelope: parse(event.data) };
+            if (wire.withhold(frame.envelope)) {
+              wire.received.push({ ...frame, withheld: true });
+              return;
+            }
+            try {
+              handler.call(this, event);
+            } finally {
+              wire.received.push(frame);
+            }
+          };
+    }
+  };
+  return wire;
+}
+
+/**
+ * Resolves with the WsHubError `promise` rejects with, after checking its `code`; fails if it
+ * resolves, or does not settle in time. Call it as soon as the promise exists: a rejection that
+ * comes while the test awaits something else must already have a handler.
+ */
+export async function rejection(promise, code, what) {
+  let error;
+  await within(
+    promise.then(
+      (value) => {
+        throw new Error(`${what}: resolved with ${JSON.stringify(value)}, expected "${code}"`);
+      },
+      (e) => {
+        error = e;
+      },
+    ),
+    `${what} to reject`,
+  );
+  if (error?.name !== "WsHubError") throw new Error(`${what}: expected a WsHubError, got ${error}`);
+  if (error.code !== code) throw new Error(`${what}: code ${error.code}, not ${code}: ${error.message}`);
+  if (typeof error.detail !== "string") throw new Error(`${what}: no detail`);
+  return error;
+}
+
+/** Resolves once `inbox` holds `n` items matching `predicate`. */
+export function nth(inbox, predicate, n, what) {
+  return inbox.wait(
+    (item) => predicate(item) && inbox.items.filter(predicate).length >= n,
+    `${n} × ${what}`,
+  );
+}
+
+/** For negative checks only ("nothing more happens"): never used to wait for something. */
+export function quietPeriod(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Lets every promise callback already due run (one macrotask turn): not a wait for time. */
+export function settle() {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Values pushed by a callback (such as a Web Connection `on…Handler`), with the same waits. */

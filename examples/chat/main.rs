@@ -14,6 +14,7 @@
 //! | `/webconnection` | a minimal page written only against Web Connection's client names (`WebConnectionWebSocket`), talking to the same rooms |
 //! | `/ws` | the sockets; `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | the publish endpoint, with a bearer token |
+//! | `/api/logout` | `POST {"user": U}`, same token: logs the user out of the chat on every node; their pages show it and stop reconnecting (close code 4401) |
 //!
 //! ```text
 //! cargo run --example chat                      # then open http://127.0.0.1:3000 in two tabs
@@ -35,8 +36,12 @@
 use std::future::Future;
 use std::io::{self, IsTerminal};
 
-use axum::response::Html;
-use axum::routing::get;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing_subscriber::EnvFilter;
 
 mod rooms;
@@ -65,6 +70,14 @@ async fn main() -> io::Result<()> {
         .route_service(
             "/api/publish",
             hub.publish_service().bearer_token(token.as_str()),
+        )
+        .merge(
+            // The operator's own routes behind an auth layer: `route_layer` guards these routes
+            // alone, not the hub's in-process forwards to the chat's handler.
+            axum::Router::new()
+                .route("/api/logout", post(logout))
+                .route_layer(ValidateRequestHeaderLayer::custom(bearer(&token)))
+                .layer(Extension(hub.clone())),
         );
     // The hub wraps the WHOLE router, so it sees upgrades on /ws before axum routes anything.
     // (`Router::layer` would wrap each route on its own instead.)
@@ -99,6 +112,35 @@ async fn main() -> io::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/api/logout`: closes every socket of a user, on every node, with 4401 (logged out). Their
+/// pages say so and stop reconnecting until the person joins again.
+async fn logout(Extension(hub): Extension<wshub::Hub>, Json(who): Json<Who>) -> Response {
+    match hub.disconnect_user(&who.user, wshub::LOGGED_OUT).await {
+        Ok(closed) => Json(serde_json::json!({ "closed": closed })).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Who {
+    user: String,
+}
+
+/// A request check for tower-http: `Authorization: Bearer <token>`, or `401`.
+// tower-http's `ValidateRequest` fixes the error type to a whole response.
+#[allow(clippy::result_large_err)]
+fn bearer(token: &str) -> impl FnMut(&mut Request) -> Result<(), Response> + Clone {
+    let expected = format!("Bearer {token}");
+    move |request: &mut Request| {
+        let presented = request.headers().get(header::AUTHORIZATION);
+        if presented.is_some_and(|value| value.as_bytes() == expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err((StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response())
+        }
+    }
 }
 
 /// The chat's hub and where its rooms live: this process, or with `WSHUB_REDIS_URL` a cluster on
