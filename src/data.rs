@@ -31,6 +31,7 @@ impl Data {
     }
 
     /// Data that arrives as text (from another node's record), kept only when it is JSON.
+    #[cfg(any(feature = "cluster", test))]
     pub(crate) fn from_json(text: &str) -> Self {
         if text.is_empty() || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
             return Self::None;
