@@ -74,6 +74,8 @@ mod registry;
 mod reply;
 mod routing;
 mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod websocket;
 
 #[cfg(feature = "cluster")]
@@ -106,3 +108,9 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/forwarding.md")]
 struct ForwardingDoctests;
+
+/// And docs/testing.md's, which use `wshub::testing` and the `Forwarded` extractor: CI runs the
+/// doc tests with `--all-features`.
+#[cfg(all(doctest, feature = "testing", feature = "axum"))]
+#[doc = include_str!("../docs/testing.md")]
+struct TestingDoctests;
