@@ -48,12 +48,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = hub.config();
-    let mut socket = Socket::new(
-        io,
-        config.max_message_size,
-        config.stall_timeout,
-        hub.budget(),
-    );
+    let mut socket = socket_of(&hub, io);
 
     let Some(id) = hub.new_connection_id() else {
         tracing::error!("no random bytes for a connection id");
@@ -132,14 +127,22 @@ pub(crate) async fn turn_away<S>(hub: &Hub, io: S, close: &CloseAtOnce)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut socket = socket_of(hub, io);
+    socket.close(close.code, &close.reason, CLOSE_GRACE).await;
+}
+
+/// The hub's side of an upgraded connection, with the hub's limits.
+fn socket_of<S>(hub: &Hub, io: S) -> Socket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let config = hub.config();
-    let mut socket = Socket::new(
+    Socket::new(
         io,
         config.max_message_size,
         config.stall_timeout,
         hub.budget(),
-    );
-    socket.close(close.code, &close.reason, CLOSE_GRACE).await;
+    )
 }
 
 /// How a socket's session ended.

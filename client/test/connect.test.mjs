@@ -13,8 +13,8 @@ import {
   Recorder,
   rejection,
   settle,
-  startServer,
   within,
+  testBed,
 } from "./support.mjs";
 
 // No jitter, and short: a reconnect, were one scheduled, would be attempted within 20 ms.
@@ -24,36 +24,11 @@ const PROMPT = { minDelay: 20, maxDelay: 20, factor: 1, jitter: 0 };
 // only guards against a stray timer.
 const WATCH_MS = 200;
 
-let server;
-const hubs = [];
-const servers = [];
-
-before(async () => {
-  server = await startServer();
-  servers.push(server);
-});
-
-after(async () => {
-  for (const hub of hubs) hub.close();
-  await Promise.all(servers.map((s) => s.kill()));
-});
-
-function makeHub(options = {}) {
-  const hub = new WsHub({ url: server.ws, reconnect: PROMPT, ...options });
-  hubs.push(hub);
-  return hub;
-}
-
-async function openHub(name, options = {}) {
-  const hub = makeHub(options);
-  const recorder = new Recorder(hub, name);
-  hub.connect();
-  await recorder.state("open", "the connection to open");
-  return { hub, recorder };
-}
+const bed = testBed(WsHub, { reconnect: PROMPT });
+const { makeHub, openHub } = bed;
 
 async function disconnect(connection, code) {
-  const answer = await server.disconnect({ connection, code });
+  const answer = await bed.server.disconnect({ connection, code });
   assert.deepEqual(answer, { status: 200, body: { closed: 1 } }, `/api/disconnect with ${code}`);
 }
 
@@ -117,7 +92,7 @@ describe("close codes 4400-4499 stop the client", () => {
   });
 
   test("the Web Connection layer calls onCloseHandler for a stop, and does not come back", async () => {
-    const socket = new WebConnectionWebSocket({ url: server.ws, reconnect: PROMPT });
+    const socket = new WebConnectionWebSocket({ url: bed.server.ws, reconnect: PROMPT });
     const opens = new Inbox("onOpenHandler");
     const closes = new Inbox("onCloseHandler");
     socket.onOpenHandler = opens.handler;
@@ -164,7 +139,7 @@ describe("beforeConnect", () => {
         return { query: { userId: `hook ${calls.length} & é`, groupId: null, token: "t" } };
       },
     });
-    assert.equal(hub.url, `${server.ws}?groupId=hook-group`);
+    assert.equal(hub.url, `${bed.server.ws}?groupId=hook-group`);
     const recorder = new Recorder(hub, "hooked");
     hub.connect();
     assert.equal(hub.state, "connecting", "connecting while the hook runs");
@@ -185,14 +160,14 @@ describe("beforeConnect", () => {
       { attempt: 0, url: hub.url },
       { attempt: 1, url: hub.url },
     ]);
-    assert.equal(hub.url, `${server.ws}?groupId=hook-group`, "hub.url is the configured one");
+    assert.equal(hub.url, `${bed.server.ws}?groupId=hook-group`, "hub.url is the configured one");
   });
 
   test("its url replaces the url option for that attempt; userId and groupId still apply", async () => {
     const hub = makeHub({
       url: "ws://127.0.0.1:1/ws", // nothing listens there
       userId: "moved",
-      beforeConnect: () => ({ url: server.http + "/ws" }),
+      beforeConnect: () => ({ url: bed.server.http + "/ws" }),
     });
     const recorder = new Recorder(hub, "moved");
     hub.connect();

@@ -14,30 +14,13 @@ import {
   recordingWebSocket,
   Recorder,
   rejection,
-  startServer,
+  testBed,
 } from "./support.mjs";
 
 const FAST = { minDelay: 20, maxDelay: 200, factor: 2, jitter: 0.5 };
 
-let server;
-const hubs = [];
-const servers = [];
-
-before(async () => {
-  server = await startServer();
-  servers.push(server);
-});
-
-after(async () => {
-  for (const hub of hubs) hub.close();
-  await Promise.all(servers.map((s) => s.kill()));
-});
-
-function makeHub(options = {}) {
-  const hub = new WsHub({ url: server.ws, reconnect: FAST, ...options });
-  hubs.push(hub);
-  return hub;
-}
+const bed = testBed(WsHub, { reconnect: FAST });
+const { makeHub } = bed;
 
 /** What a browser's window is to the client: `online`/`offline`, and a document that says
  *  whether the page is visible. */
@@ -109,12 +92,11 @@ test("heartbeat: any frame from the hub counts; no __ping while traffic flows", 
 });
 
 test("heartbeat: a stalled hub is found by an unanswered __ping; the socket is dropped at once and comes back", async () => {
-  const own = await startServer();
-  servers.push(own);
+  const own = await bed.start();
   const wire = recordingWebSocket("stalled");
   const heartbeat = { interval: 200, timeout: 300 };
   const hub = new WsHub({ url: own.ws, WebSocket: wire.WebSocket, reconnect: FAST, heartbeat });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "stalled");
   hub.connect();
   const first = (await recorder.state("open")).info.connectionId;
@@ -145,14 +127,13 @@ test("heartbeat: a stalled hub is found by an unanswered __ping; the socket is d
 });
 
 test("becoming visible pings at once (and becoming hidden does not); a dead socket is then dropped", async () => {
-  const own = await startServer();
-  servers.push(own);
+  const own = await bed.start();
   const window = fakeWindow();
   const wire = recordingWebSocket("visible");
   // An interval no test waits for: only the visibility change can ping here.
   const heartbeat = { interval: 60000, timeout: 300 };
   const hub = new WsHub({ url: own.ws, WebSocket: wire.WebSocket, reconnect: FAST, heartbeat, window });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "visible");
   hub.connect();
   await recorder.state("open");
@@ -249,7 +230,7 @@ test("offline while waiting to reconnect: the wait ends, and attempts count from
     window,
     reconnect: { minDelay: 20, maxDelay: 20, factor: 1, jitter: 0, maxAttempts: 3 },
   });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "offline-retrying");
   hub.connect();
   await recorder.state((r) => r.state === "reconnecting" && r.info.attempt === 2, "attempt 2");

@@ -12,39 +12,14 @@ import {
   Recorder,
   rejection as rejectsWith,
   settle,
-  startServer,
   within,
+  testBed,
 } from "./support.mjs";
 
 const FAST = { minDelay: 20, maxDelay: 200, factor: 2, jitter: 0.5 };
 
-let server;
-const hubs = [];
-const servers = [];
-
-before(async () => {
-  server = await startServer();
-  servers.push(server);
-});
-
-after(async () => {
-  for (const hub of hubs) hub.close();
-  await Promise.all(servers.map((s) => s.kill()));
-});
-
-function makeHub(options = {}) {
-  const hub = new WsHub({ url: server.ws, reconnect: FAST, ...options });
-  hubs.push(hub);
-  return hub;
-}
-
-async function openHub(name, options = {}) {
-  const hub = makeHub(options);
-  const recorder = new Recorder(hub, name);
-  hub.connect();
-  await recorder.state("open", "the connection to open");
-  return { hub, recorder };
-}
+const bed = testBed(WsHub, { reconnect: FAST });
+const { makeHub, openHub } = bed;
 
 test("request: a forwarded action resolves with the message of the application's __reply", async () => {
   const { hub, recorder } = await openHub("echoer");
@@ -163,7 +138,7 @@ test("request while not open: queued like send, sent once open, and answered", a
 test("request timeout: runs from the call; a request still queued leaves the queue", async () => {
   // Nothing listens on port 1: the request is never sent.
   const hub = new WsHub({ url: "ws://127.0.0.1:1/ws", reconnect: FAST });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "timeout-queued");
   hub.send("plain", "stays queued");
   const started = Date.now();
@@ -182,11 +157,10 @@ test("request timeout: runs from the call; a request still queued leaves the que
 });
 
 test("request timeout on an open socket whose hub stalls; the late answer goes to on('__reply')", async () => {
-  const own = await startServer();
-  servers.push(own);
+  const own = await bed.start();
   const wire = recordingWebSocket("stalled");
   const hub = new WsHub({ url: own.ws, WebSocket: wire.WebSocket, heartbeat: false });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "stalled");
   hub.connect();
   await recorder.state("open");
@@ -206,10 +180,9 @@ test("request timeout on an open socket whose hub stalls; the late answer goes t
 });
 
 test("request: 'disconnected' when the socket is lost before the answer", async () => {
-  const own = await startServer();
-  servers.push(own);
+  const own = await bed.start();
   const hub = new WsHub({ url: own.ws, reconnect: FAST, heartbeat: false });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "lost");
   hub.connect();
   await recorder.state("open");

@@ -5,6 +5,7 @@
 // WSHUB_HYPER_SERVER to use another path.
 
 import { spawn } from "node:child_process";
+import { after, before } from "node:test";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -32,6 +33,52 @@ for (const [signal, number] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) 
     killLive();
     process.exit(128 + number);
   });
+}
+
+/**
+ * What most test files share, registered in the calling file: one hyper_server for its tests,
+ * started before them, and every server and hub the file makes through it killed or closed
+ * after them. `WsHub` is the class under test (the file's own import).
+ *
+ * - `bed.server`: the shared server (once `before` has run);
+ * - `bed.start(addr)`: another server, killed after the file;
+ * - `bed.keep(hub)`: closes a hub made by hand after the file, and returns it;
+ * - `bed.makeHub(options)`: a WsHub on the shared server with `reconnect` as its backoff;
+ * - `bed.openHub(name, options)`: one that is open, with its `Recorder`: `{ hub, recorder }`.
+ */
+export function testBed(WsHub, { reconnect }) {
+  const hubs = [];
+  const servers = [];
+  const bed = {
+    server: null,
+    async start(addr) {
+      const server = await startServer(addr);
+      servers.push(server);
+      return server;
+    },
+    keep(hub) {
+      hubs.push(hub);
+      return hub;
+    },
+    makeHub(options = {}) {
+      return bed.keep(new WsHub({ url: bed.server.ws, reconnect, ...options }));
+    },
+    async openHub(name, options = {}) {
+      const hub = bed.makeHub(options);
+      const recorder = new Recorder(hub, name);
+      hub.connect();
+      await recorder.state("open", "the connection to open");
+      return { hub, recorder };
+    },
+  };
+  before(async () => {
+    bed.server = await bed.start();
+  });
+  after(async () => {
+    for (const hub of hubs) hub.close();
+    await Promise.all(servers.map((server) => server.kill()));
+  });
+  return bed;
 }
 
 /** Resolves with `promise`'s value, or fails saying `what` did not happen within `ms`. */

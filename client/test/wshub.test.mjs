@@ -11,42 +11,15 @@ import {
   countingWebSocket,
   importServedCopy,
   Recorder,
-  startServer,
   within,
+  testBed,
 } from "./support.mjs";
 
 /** Backoff short enough for tests. */
 const FAST = { minDelay: 20, maxDelay: 200, factor: 2, jitter: 0.5 };
 
-let server;
-const hubs = [];
-const servers = [];
-
-before(async () => {
-  server = await startServer();
-  servers.push(server);
-});
-
-after(async () => {
-  for (const hub of hubs) hub.close();
-  await Promise.all(servers.map((s) => s.kill()));
-});
-
-/** A hub on the shared server (closed after the tests). */
-function makeHub(options = {}) {
-  const hub = new WsHub({ url: server.ws, reconnect: FAST, ...options });
-  hubs.push(hub);
-  return hub;
-}
-
-/** A connected hub and its recorder. */
-async function openHub(name, options = {}) {
-  const hub = makeHub(options);
-  const recorder = new Recorder(hub, name);
-  hub.connect();
-  await recorder.state("open", "the connection to open");
-  return { hub, recorder };
-}
+const bed = testBed(WsHub, { reconnect: FAST });
+const { makeHub, openHub } = bed;
 
 function isWsHubError(code) {
   return (error) => {
@@ -71,7 +44,7 @@ test("connect: states connecting then open, and __connected's info", async () =>
   assert.equal(hub.state, "idle");
   assert.equal(hub.connectionId, null);
   assert.equal(hub.info, null);
-  assert.equal(hub.url, `${server.ws}?groupId=room%201%3F&userId=ann%20%26%20bob%2F%C3%A9`);
+  assert.equal(hub.url, `${bed.server.ws}?groupId=room%201%3F&userId=ann%20%26%20bob%2F%C3%A9`);
 
   assert.equal(hub.connect(), hub, "connect() returns the hub");
   assert.equal(hub.state, "connecting");
@@ -99,7 +72,7 @@ test("connect: states connecting then open, and __connected's info", async () =>
 
 test("a hub without identity connects with none", async () => {
   const { hub } = await openHub("anonymous");
-  assert.equal(hub.url, server.ws);
+  assert.equal(hub.url, bed.server.ws);
   assert.deepEqual(hub.info, { connectionId: hub.connectionId, userId: "", groupId: "" });
 });
 
@@ -135,7 +108,7 @@ test("send/on: objects are sent as JSON values and arrive as objects; strings st
 
   // From a backend, through the publish endpoint: the same.
   const published = { from: "backend", values: [1.5, false] };
-  const answer = await server.publish({
+  const answer = await bed.server.publish({
     action: "published",
     message: published,
     recipients: [{ type: "user", value: "obj-b" }],
@@ -167,8 +140,7 @@ test("to: every recipient builder, routed by the hub as protocol §2 says", asyn
   assert.throws(() => to.user({}), isWsHubError("invalid_recipient"));
 
   // Its own server, so that "everyone" is exactly these five connections.
-  const routing = await startServer();
-  servers.push(routing);
+  const routing = await bed.start();
   const opened = {};
   for (const [name, userId, groupId] of [
     ["A", "rt-ann", "rt-g1"],
@@ -178,7 +150,7 @@ test("to: every recipient builder, routed by the hub as protocol §2 says", asyn
     ["S", "rt-sam", "rt-g3"], // the sender
   ]) {
     const hub = new WsHub({ url: routing.ws, userId, groupId, reconnect: false });
-    hubs.push(hub);
+    bed.keep(hub);
     const recorder = new Recorder(hub, name);
     hub.connect();
     await recorder.state("open", "the connection to open");
@@ -300,7 +272,7 @@ test("queue_full: the bound throws a WsHubError; close() drops the queue and ref
   hub.close(); // twice is fine
   assert.equal(recorder.states.length, 1);
 
-  assert.throws(() => new WsHub({ url: server.ws, queueLimit: -1 }), TypeError);
+  assert.throws(() => new WsHub({ url: bed.server.ws, queueLimit: -1 }), TypeError);
   const bad = makeHub();
   assert.throws(() => bad.send("cyclic", (() => { const o = {}; o.o = o; return o; })()),
     isWsHubError("invalid_message"));
@@ -339,7 +311,7 @@ test("close() while waiting to reconnect: no attempt follows", async () => {
   // Nothing listens on port 1: every attempt fails at once.
   const { WebSocket, sockets } = countingWebSocket();
   const hub = new WsHub({ url: "ws://127.0.0.1:1/ws", WebSocket, reconnect: FAST });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "unreachable");
   hub.connect();
   await recorder.state(
@@ -371,7 +343,7 @@ test("reconnect: gives up after maxAttempts, then connect() starts again", async
     url: "ws://127.0.0.1:1/ws",
     reconnect: { ...FAST, maxAttempts: 2 },
   });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "gives-up");
   hub.connect();
   const closed = await recorder.state("closed", "giving up");
@@ -386,11 +358,10 @@ test("reconnect: gives up after maxAttempts, then connect() starts again", async
 });
 
 test("reconnect: resumes after the server restarts, with a new id, and flushes what was queued", async () => {
-  const first = await startServer();
-  servers.push(first);
+  const first = await bed.start();
   const backoff = { minDelay: 50, maxDelay: 400, factor: 2, jitter: 0.5 };
   const hub = new WsHub({ url: first.ws, userId: "phoenix", reconnect: backoff });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "phoenix");
   hub.connect();
   const before = (await recorder.state("open")).info.connectionId;
@@ -417,8 +388,7 @@ test("reconnect: resumes after the server restarts, with a new id, and flushes w
   for (const n of [1, 2, 3]) hub.send("while-down", n, [to.user("phoenix")]);
   assert.equal(hub.queued, 3);
 
-  const second = await startServer(first.addr); // the same port
-  servers.push(second);
+  const second = await bed.start(first.addr); // the same port
   const reopened = await recorder.state(
     (r) => r.state === "open" && r.info.connectionId !== before,
     "the connection to the restarted server",
@@ -440,10 +410,9 @@ test("reconnect: resumes after the server restarts, with a new id, and flushes w
 });
 
 test("reconnect: false closes for the drop, without retrying", async () => {
-  const own = await startServer();
-  servers.push(own);
+  const own = await bed.start();
   const hub = new WsHub({ url: own.ws, reconnect: false });
-  hubs.push(hub);
+  bed.keep(hub);
   const recorder = new Recorder(hub, "no-reconnect");
   hub.connect();
   await recorder.state("open");
@@ -457,7 +426,7 @@ test("reconnect: false closes for the drop, without retrying", async () => {
 });
 
 test("the layer serves this very file at /ws/wshub.js, and its types beside it", async () => {
-  const response = await within(fetch(`${server.http}/ws/wshub.js`), "GET /ws/wshub.js");
+  const response = await within(fetch(`${bed.server.http}/ws/wshub.js`), "GET /ws/wshub.js");
   assert.equal(response.status, 200);
   assert.match(response.headers.get("content-type"), /^text\/javascript/);
   assert.ok(response.headers.get("etag"));
@@ -467,7 +436,7 @@ test("the layer serves this very file at /ws/wshub.js, and its types beside it",
     served === local,
     "the served client differs from client/wshub.js: rebuild (cargo build --example hyper_server)",
   );
-  const types = await within(fetch(`${server.http}/ws/wshub.d.ts`), "GET /ws/wshub.d.ts");
+  const types = await within(fetch(`${bed.server.http}/ws/wshub.d.ts`), "GET /ws/wshub.d.ts");
   assert.equal(types.status, 200);
   assert.equal(
     await types.text(),
@@ -477,10 +446,10 @@ test("the layer serves this very file at /ws/wshub.js, and its types beside it",
 
 describe("the socket URL", () => {
   test("defaults to where the module was served from", async () => {
-    const served = await importServedCopy(`${server.http}/ws/wshub.js`);
+    const served = await importServedCopy(`${bed.server.http}/ws/wshub.js`);
     const hub = new served.WsHub({ userId: "derived" });
-    hubs.push(hub);
-    assert.equal(hub.url, `${server.ws}?userId=derived`);
+    bed.keep(hub);
+    assert.equal(hub.url, `${bed.server.ws}?userId=derived`);
     const recorder = new Recorder(hub, "derived");
     hub.connect();
     const { info } = await recorder.state("open");
