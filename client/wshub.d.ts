@@ -123,7 +123,7 @@ export interface RequestOptions {
   /** Whom the message is for (relayed messages; a forwarded one's application decides).
    *  Default `[]`: the default group. */
   recipients?: Recipient[];
-  /** ms from the call to the answer before rejecting with `"timeout"`. Default 10000;
+  /** ms from the call to the answer before rejecting with `"timeout"`. Default 15000;
    *  `Infinity` for none. */
   timeout?: number;
 }

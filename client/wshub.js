@@ -29,7 +29,9 @@ const HEARTBEAT_DEFAULTS = Object.freeze({ interval: 25000, timeout: 10000 });
 
 const QUEUE_LIMIT_DEFAULT = 100;
 const CONNECT_TIMEOUT_DEFAULT = 10000;
-const REQUEST_TIMEOUT_DEFAULT = 10000;
+// Longer than the hub's default forward timeout (10 s), so that a slow handler is reported in the
+// hub's own words (`forward_timeout`) rather than as a bare client-side timeout.
+const REQUEST_TIMEOUT_DEFAULT = 15000;
 
 // setTimeout fires at once for a delay past 2^31 - 1 ms in browsers and Node, so a longer
 // timeout means none.
@@ -460,7 +462,7 @@ export class WsHub {
    *
    * @param {string} action
    * @param {*} [message]
-   * @param {{ recipients?: object[], timeout?: number }} [options] `timeout` in ms (10000;
+   * @param {{ recipients?: object[], timeout?: number }} [options] `timeout` in ms (15000;
    *   `Infinity` for none)
    * @returns {Promise<any>}
    */
