@@ -91,7 +91,7 @@ where
     });
     let mut session = Session {
         rate: config.rate_limit.map(TokenBucket::new),
-        pipeline: Pipeline::new(id, identity.clone(), forwarder, answers.clone()),
+        pipeline: Pipeline::new(id, identity.clone(), forwarder),
         hub: hub.clone(),
         identity,
         answers,
@@ -116,6 +116,8 @@ where
         session.event("__disconnect", &about);
         session.finish().await;
     }
+    // Not held across the callback: a socket task's size is its largest await point's.
+    drop(session);
     // Before the permit: shutdown waits for the permits, and so for the callback.
     disconnected.fire().await;
     drop(permit);
@@ -241,7 +243,9 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // Whatever was put in line before the socket was read (`__connect`).
-        self.pipeline.advance(&self.hub, &mut self.pace).await;
+        self.pipeline
+            .advance(&self.hub, &self.answers, &mut self.pace)
+            .await;
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + self.ping_interval;
         // When the client began a message that is not whole yet, as last seen.
@@ -267,7 +271,9 @@ impl Session {
                             if let Some(ending) = self.on_text(&text) {
                                 return ending;
                             }
-                            self.pipeline.advance(&self.hub, &mut self.pace).await;
+                            self.pipeline
+                .advance(&self.hub, &self.answers, &mut self.pace)
+                .await;
                             self.pace.tick().await;
                         }
                         Inbound::Ping(payload) => socket.pong(&payload),
@@ -277,7 +283,9 @@ impl Session {
                 }
                 (outcome, asker) = self.pipeline.answered() => {
                     self.on_outcome(outcome, asker).await;
-                    self.pipeline.advance(&self.hub, &mut self.pace).await;
+                    self.pipeline
+                .advance(&self.hub, &self.answers, &mut self.pace)
+                .await;
                 }
                 () = &mut timer => {
                     let now = Instant::now();
@@ -413,11 +421,15 @@ impl Session {
     /// Handles everything still in line after the socket has closed: forwards may have effects
     /// on others, and their answers still reach other connections.
     async fn finish(&mut self) {
-        self.pipeline.advance(&self.hub, &mut self.pace).await;
+        self.pipeline
+            .advance(&self.hub, &self.answers, &mut self.pace)
+            .await;
         while !self.pipeline.is_idle() {
             let (outcome, asker) = self.pipeline.answered().await;
             self.on_outcome(outcome, asker).await;
-            self.pipeline.advance(&self.hub, &mut self.pace).await;
+            self.pipeline
+                .advance(&self.hub, &self.answers, &mut self.pace)
+                .await;
         }
     }
 }

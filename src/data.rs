@@ -12,37 +12,40 @@ use serde::Serialize;
 /// connection keeps its own copy for as long as it is open.
 pub(crate) const MAX_DATA_LEN: usize = 4096;
 
-/// A connection's data: none, its JSON text, or why the application's value could not be
-/// serialised (a bug of the resolver's, refused at the upgrade like an id over the limit).
+/// A connection's data: none, or its JSON text, or why the application's value could not be
+/// serialised (a bug of the resolver's, refused at the upgrade like an id over the limit). One
+/// thin pointer: every connection's task and registry entry carries one, most of them empty.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub(crate) enum Data {
-    #[default]
-    None,
-    Json(Arc<str>),
-    Unserializable(Arc<str>),
+pub(crate) struct Data(Option<Arc<Kept>>);
+
+#[derive(PartialEq, Eq)]
+enum Kept {
+    Json(Box<str>),
+    Unserializable(Box<str>),
 }
 
 impl Data {
     pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Self {
-        match serde_json::to_string(value) {
-            Ok(json) => Self::Json(json.into()),
-            Err(e) => Self::Unserializable(e.to_string().into()),
-        }
+        let kept = match serde_json::to_string(value) {
+            Ok(json) => Kept::Json(json.into()),
+            Err(e) => Kept::Unserializable(e.to_string().into()),
+        };
+        Self(Some(Arc::new(kept)))
     }
 
     /// Data that arrives as text (from another node's record), kept only when it is JSON.
     #[cfg(any(feature = "cluster", test))]
     pub(crate) fn from_json(text: &str) -> Self {
         if text.is_empty() || serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
-            return Self::None;
+            return Self::default();
         }
-        Self::Json(text.into())
+        Self(Some(Arc::new(Kept::Json(text.into()))))
     }
 
     pub(crate) fn json(&self) -> Option<&str> {
-        match self {
-            Self::Json(json) => Some(json),
-            Self::None | Self::Unserializable(_) => None,
+        match self.0.as_deref() {
+            Some(Kept::Json(json)) => Some(json),
+            Some(Kept::Unserializable(_)) | None => None,
         }
     }
 
@@ -53,15 +56,15 @@ impl Data {
 
     /// Why the data cannot be kept, in words for the log.
     pub(crate) fn problem(&self) -> Option<String> {
-        match self {
-            Self::Json(json) if json.len() > MAX_DATA_LEN => Some(format!(
+        match self.0.as_deref()? {
+            Kept::Json(json) if json.len() > MAX_DATA_LEN => Some(format!(
                 "the connection's data is {} bytes of JSON; the limit is {MAX_DATA_LEN}",
                 json.len()
             )),
-            Self::Unserializable(why) => Some(format!(
+            Kept::Unserializable(why) => Some(format!(
                 "the connection's data cannot be serialised to JSON: {why}"
             )),
-            Self::None | Self::Json(_) => None,
+            Kept::Json(_) => None,
         }
     }
 
@@ -86,10 +89,10 @@ impl Data {
 
 impl fmt::Debug for Data {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::None => f.write_str("None"),
-            Self::Json(json) => write!(f, "{json}"),
-            Self::Unserializable(why) => write!(f, "Unserializable({why})"),
+        match self.0.as_deref() {
+            None => f.write_str("None"),
+            Some(Kept::Json(json)) => write!(f, "{json}"),
+            Some(Kept::Unserializable(why)) => write!(f, "Unserializable({why})"),
         }
     }
 }
@@ -112,8 +115,8 @@ mod tests {
         };
         let data = Data::of(&staff);
         assert_eq!(data.read::<Staff>().unwrap(), staff);
-        assert_eq!(Data::None.read::<Option<Staff>>().unwrap(), None);
-        assert!(Data::None.read::<Staff>().is_err());
+        assert_eq!(Data::default().read::<Option<Staff>>().unwrap(), None);
+        assert!(Data::default().read::<Staff>().is_err());
         assert!(data.read::<u32>().is_err());
     }
 
@@ -138,7 +141,7 @@ mod tests {
             .problem()
             .unwrap()
             .contains("cannot be serialised"));
-        assert_eq!(Data::from_json("{\"a\":"), Data::None);
+        assert_eq!(Data::from_json("{\"a\":"), Data::default());
         assert_eq!(Data::from_json("{\"a\":1}").json(), Some("{\"a\":1}"));
     }
 }

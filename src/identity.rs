@@ -37,7 +37,7 @@ impl Identity {
         Self {
             user_id: user_id.into(),
             groups: Vec::new(),
-            data: Data::None,
+            data: Data::default(),
         }
     }
 

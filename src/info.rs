@@ -30,7 +30,7 @@ impl ConnectionInfo {
             connection_id,
             user_id,
             groups,
-            data: Data::None,
+            data: Data::default(),
         }
     }
 

@@ -47,24 +47,16 @@ pub(crate) struct Pipeline {
     /// Who the connection is; its groups are read from the hub while it is registered.
     identity: Identity,
     forwarder: Option<Forwarder>,
-    /// For the `__reply` to a relayed request.
-    answers: Answers,
     waiting: VecDeque<Work>,
     in_flight: Option<InFlight>,
 }
 
 impl Pipeline {
-    pub(crate) fn new(
-        id: ConnectionId,
-        identity: Identity,
-        forwarder: Option<Forwarder>,
-        answers: Answers,
-    ) -> Self {
+    pub(crate) fn new(id: ConnectionId, identity: Identity, forwarder: Option<Forwarder>) -> Self {
         Self {
             id,
             identity,
             forwarder,
-            answers,
             waiting: VecDeque::new(),
             in_flight: None,
         }
@@ -95,9 +87,10 @@ impl Pipeline {
         self.waiting.push_back(work);
     }
 
-    /// Relays envelopes from the front of the line until one must be forwarded, and starts that.
-    /// Paced like every producer: a forward's answer can release a whole line of relays.
-    pub(crate) async fn advance(&mut self, hub: &Hub, pace: &mut Pace) {
+    /// Relays envelopes from the front of the line until one must be forwarded, and starts that;
+    /// a relayed request is answered once routed. Paced like every producer: a forward's answer
+    /// can release a whole line of relays.
+    pub(crate) async fn advance(&mut self, hub: &Hub, answers: &Answers, pace: &mut Pace) {
         while self.in_flight.is_none() {
             match self.waiting.pop_front() {
                 None => return,
@@ -105,7 +98,7 @@ impl Pipeline {
                     let request = envelope.request_id.take();
                     hub.send(&envelope);
                     if let Some(id) = request {
-                        self.answers.reply(&id, None);
+                        answers.reply(&id, None);
                     }
                     pace.tick().await;
                 }
