@@ -6,8 +6,9 @@
 //! *processes* an envelope goes to sits above this, in [`Hub`](crate::Hub).
 
 use std::cell::LazyCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
@@ -25,7 +26,7 @@ use crate::websocket::{close, Frame};
 /// This process's connections and their delivery.
 #[derive(Debug)]
 pub(crate) struct Node {
-    registry: RwLock<Registry<Local>>,
+    registry: RwLock<Registry<Outbox>>,
     /// Set when the hub shuts down: no connection registers after it.
     closed: AtomicBool,
     empty_recipients: EmptyRecipients,
@@ -35,19 +36,14 @@ pub(crate) struct Node {
     last_shed: Mutex<Option<Instant>>,
     /// Told when a group or user gains its first connection here or loses its last.
     watch: Option<Arc<dyn Watch>>,
+    /// The data of the connections that have some, beside the registry rather than in it: a
+    /// member stays one cache line, which fan-out reads for every recipient.
+    data: RwLock<HashMap<ConnectionId, Data>>,
 }
 
 /// The way into a connection's socket task.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox(pub(crate) Arc<Mailbox>);
-
-/// What the registry keeps per connection of this node.
-#[derive(Debug)]
-pub(crate) struct Local {
-    outbox: Outbox,
-    /// The application's data about it, for look-ups.
-    data: Data,
-}
 
 impl Outbox {
     /// Queues a frame without waiting and returns what is then pending for the connection. One
@@ -112,14 +108,16 @@ pub(crate) struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut registry = self.node.write();
-        let Some(member) = registry.remove(self.id) else {
-            return;
-        };
-        if let Some(watch) = &self.node.watch {
-            watch.connection_changed(self.id);
-            let scopes = member_scopes(&member);
-            report_lost(&registry, watch.as_ref(), scopes);
+        if let Some(member) = registry.remove(self.id) {
+            if let Some(watch) = &self.node.watch {
+                watch.connection_changed(self.id);
+                let scopes = member_scopes(&member);
+                report_lost(&registry, watch.as_ref(), scopes);
+            }
         }
+        // After the member: a look-up that finds no member does not ask for its data.
+        drop(registry);
+        self.node.data_mut().remove(&self.id);
     }
 }
 
@@ -136,6 +134,7 @@ impl Node {
             empty_recipients,
             budget: Budget::new(max_buffered_bytes),
             last_shed: Mutex::new(None),
+            data: RwLock::default(),
         }
     }
 
@@ -151,12 +150,12 @@ impl Node {
         let mut routed = Routed::default();
         let registry = self.read();
         for_each_target(&registry, recipients, self.empty_recipients, |member| {
-            let Some(pending) = member.local.outbox.offer(LazyCell::force(&frame).clone()) else {
+            let Some(pending) = member.outbox.offer(LazyCell::force(&frame).clone()) else {
                 return;
             };
             routed.delivered += 1;
-            if member.local.outbox.0.behind_at(pending) {
-                routed.behind.push(Arc::clone(&member.local.outbox.0));
+            if member.outbox.0.behind_at(pending) {
+                routed.behind.push(Arc::clone(&member.outbox.0));
             }
         });
         drop(registry);
@@ -185,7 +184,7 @@ impl Node {
         let registry = self.read();
         let mut behind: Vec<(usize, &Outbox)> = registry
             .members()
-            .map(|member| (member.local.outbox.0.pending(), &member.local.outbox))
+            .map(|member| (member.outbox.0.pending(), &member.outbox))
             .filter(|&(pending, _)| pending >= FLOOR)
             .collect();
         behind.sort_unstable_by_key(|&(pending, _)| std::cmp::Reverse(pending));
@@ -220,8 +219,18 @@ impl Node {
         identity: &Identity,
         outbox: Outbox,
     ) -> Option<Registration> {
+        // Before the member, which look-ups find first: whoever is told of the new connection
+        // (the cluster's record writer) reads its data too.
+        let has_data = identity.data.json().is_some();
+        if has_data {
+            self.data_mut().insert(id, identity.data.clone());
+        }
         let mut registry = self.write();
         if self.closed.load(Ordering::Acquire) {
+            drop(registry);
+            if has_data {
+                self.data_mut().remove(&id);
+            }
             return None;
         }
         let groups: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
@@ -235,11 +244,7 @@ impl Node {
                 .collect();
             (watch, new)
         });
-        let local = Local {
-            outbox,
-            data: identity.data.clone(),
-        };
-        registry.insert(id, &identity.user_id, &groups, local);
+        registry.insert(id, &identity.user_id, &groups, outbox);
         if let Some((watch, new)) = new {
             watch.connection_changed(id);
             // `has` is false for the anonymous user and the default group, which are no scope.
@@ -265,7 +270,7 @@ impl Node {
         let registry = self.read();
         self.closed.store(true, Ordering::Release);
         for member in registry.members() {
-            member.local.outbox.close(code);
+            member.outbox.close(code);
         }
     }
 
@@ -308,7 +313,8 @@ impl Node {
         let member = registry.get(connection)?;
         let groups = member.groups.iter().map(|g| g.to_string()).collect();
         let info = ConnectionInfo::new(connection, member.user.to_string(), groups);
-        Some(info.with_data_of(member.local.data.clone()))
+        let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
+        Some(info.with_data_of(data.get(&connection).cloned().unwrap_or_default()))
     }
 
     /// Every connection here.
@@ -344,7 +350,7 @@ impl Node {
         let Some(member) = registry.get(connection) else {
             return false;
         };
-        member.local.outbox.close(code);
+        member.outbox.close(code);
         true
     }
 
@@ -356,9 +362,7 @@ impl Node {
         let registry = self.read();
         let slots = registry.user(user).into_iter().flatten();
         let members = slots.filter_map(|&slot| registry.at(slot));
-        members
-            .map(|member| member.local.outbox.close(code))
-            .count()
+        members.map(|member| member.outbox.close(code)).count()
     }
 
     pub(crate) fn connection_count(&self) -> usize {
@@ -397,13 +401,17 @@ impl Node {
 
     // A panic while the lock is held cannot leave the registry half-changed in a way that matters
     // more than losing every socket would, so a poisoned lock is used as it is.
-    fn read(&self) -> RwLockReadGuard<'_, Registry<Local>> {
+    fn read(&self) -> RwLockReadGuard<'_, Registry<Outbox>> {
         self.registry
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Registry<Local>> {
+    fn data_mut(&self) -> RwLockWriteGuard<'_, HashMap<ConnectionId, Data>> {
+        self.data.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Registry<Outbox>> {
         self.registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -484,6 +492,25 @@ mod tests {
         let outbox = Outbox(Arc::new(Mailbox::new(1 << 20)));
         let registration = node.register(ConnectionId::from_u128(n), &identity, outbox);
         registration.unwrap_or_else(|| panic!("the node is open"))
+    }
+
+    #[test]
+    fn data_is_kept_while_its_connection_is_and_only_when_there_is_some() {
+        let node = Arc::new(Node::new(EmptyRecipients::default(), usize::MAX, None));
+        let register = |n: u128, identity: Identity| {
+            let outbox = Outbox(Arc::new(Mailbox::new(1 << 20)));
+            let registration = node.register(ConnectionId::from_u128(n), &identity, outbox);
+            registration.unwrap_or_else(|| panic!("the node is open"))
+        };
+        let ann = register(1, Identity::user("ann").with_data(&serde_json::json!({"team": 7})));
+        let bob = register(2, Identity::user("bob"));
+        let info = node.info(ConnectionId::from_u128(1)).unwrap();
+        assert_eq!(info.data_json(), Some(r#"{"team":7}"#));
+        assert_eq!(node.info(ConnectionId::from_u128(2)).unwrap().data_json(), None);
+        assert_eq!(node.data.read().unwrap().len(), 1, "none kept for bob");
+        drop((ann, bob));
+        assert!(node.info(ConnectionId::from_u128(1)).is_none());
+        assert!(node.data.read().unwrap().is_empty(), "ann's went with her");
     }
 
     #[test]

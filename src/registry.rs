@@ -2,8 +2,7 @@
 //!
 //! Members live in a slab so that the group and user indices hold small integer keys: fan-out walks
 //! an index and reads members by position, with no hashing per recipient. The registry is generic
-//! over what it keeps per connection (`T`: in the hub, the way into its socket task) so routing
-//! can be tested alone.
+//! over what it keeps per connection (`T`, the outbox in the hub) so routing can be tested alone.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,7 +18,7 @@ pub(crate) struct Member<T> {
     pub(crate) user: Box<str>,
     /// Sorted, without duplicates; empty means the default group.
     pub(crate) groups: Vec<Box<str>>,
-    pub(crate) local: T,
+    pub(crate) outbox: T,
 }
 
 #[derive(Debug)]
@@ -48,7 +47,7 @@ impl<T> Default for Registry<T> {
 impl<T> Registry<T> {
     /// Adds a connection. Empty group names are skipped: `""` is the default group, which is
     /// membership in no group.
-    pub(crate) fn insert(&mut self, id: ConnectionId, user: &str, groups: &[&str], local: T) {
+    pub(crate) fn insert(&mut self, id: ConnectionId, user: &str, groups: &[&str], outbox: T) {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -78,7 +77,7 @@ impl<T> Registry<T> {
             id,
             user: user.into(),
             groups: member_groups,
-            local,
+            outbox,
         });
     }
 
