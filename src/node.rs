@@ -502,11 +502,17 @@ mod tests {
             let registration = node.register(ConnectionId::from_u128(n), &identity, outbox);
             registration.unwrap_or_else(|| panic!("the node is open"))
         };
-        let ann = register(1, Identity::user("ann").with_data(&serde_json::json!({"team": 7})));
+        let ann = register(
+            1,
+            Identity::user("ann").with_data(&serde_json::json!({"team": 7})),
+        );
         let bob = register(2, Identity::user("bob"));
         let info = node.info(ConnectionId::from_u128(1)).unwrap();
         assert_eq!(info.data_json(), Some(r#"{"team":7}"#));
-        assert_eq!(node.info(ConnectionId::from_u128(2)).unwrap().data_json(), None);
+        assert_eq!(
+            node.info(ConnectionId::from_u128(2)).unwrap().data_json(),
+            None
+        );
         assert_eq!(node.data.read().unwrap().len(), 1, "none kept for bob");
         drop((ann, bob));
         assert!(node.info(ConnectionId::from_u128(1)).is_none());

@@ -1,4 +1,8 @@
 //! [`Hub`], the cheap-to-clone handle the application keeps: routing, membership, counts, shutdown.
+//! What it does to connections is in `operations`, what it answers about them in `questions`.
+
+mod operations;
+mod questions;
 
 use std::fmt;
 use std::future::Future;
@@ -13,16 +17,13 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::budget::Budget;
-#[cfg(feature = "cluster")]
-use crate::cluster::{Answer, Question};
 use crate::config::{Config, HubBuilder};
 use crate::envelope::Envelope;
 use crate::error::HubError;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::{Identity, IdentityResolver};
-use crate::info::ConnectionInfo;
-use crate::node::{Node, Operation, Outbox, Registration, Routed};
+use crate::node::{Node, Outbox, Registration, Routed};
 use crate::websocket::{close, Frame};
 
 /// The hub: a registry of connections, groups and users, and the router over it.
@@ -56,17 +57,6 @@ struct Inner {
     /// This node's part in a cluster, when it is one.
     #[cfg(feature = "cluster")]
     cluster: Option<crate::cluster::Cluster>,
-}
-
-/// A close code an application may send (RFC 6455 §7.4): not one that only a protocol error,
-/// an extension or the absence of a code may carry.
-fn check_close_code(code: u16) -> Result<(), HubError> {
-    if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-        return Ok(());
-    }
-    Err(HubError::new(format!(
-        "{code} is not a close code an application may send (1000, or 3000-4999 for its own)"
-    )))
 }
 
 /// The counts the other nodes of a cluster report of the envelopes one publish sent them.
@@ -318,227 +308,6 @@ impl Hub {
 
     pub(crate) fn budget(&self) -> &Arc<Budget> {
         self.inner.node.budget()
-    }
-
-    /// Puts a connection into a group, on whichever node of the cluster it is. Returns false when
-    /// the connection is gone or already in it. On a single node, or for a connection of this
-    /// node, it does not wait; otherwise it waits for the connection's node (one Redis command
-    /// timeout at most) and fails when it cannot know the outcome.
-    pub async fn join(&self, connection: ConnectionId, group: &str) -> Result<bool, HubError> {
-        let group = group.to_owned();
-        let joined = self
-            .on_connection(connection, Operation::Join { connection, group })
-            .await?;
-        if joined {
-            // Once it returns, what any node sends the group reaches the connection.
-            self.membership_settled().await;
-        }
-        Ok(joined)
-    }
-
-    /// Takes a connection out of a group, on whichever node it is; as [`join`](Self::join).
-    pub async fn leave(&self, connection: ConnectionId, group: &str) -> Result<bool, HubError> {
-        let group = group.to_owned();
-        self.on_connection(connection, Operation::Leave { connection, group })
-            .await
-    }
-
-    /// [`join`](Self::join) for a connection of this node (in a forwarded handler, the sender's):
-    /// never waits. False also when the connection is on another node.
-    pub fn join_local(&self, connection: ConnectionId, group: &str) -> bool {
-        self.inner.node.join(connection, group)
-    }
-
-    /// [`leave`](Self::leave) for a connection of this node: never waits.
-    pub fn leave_local(&self, connection: ConnectionId, group: &str) -> bool {
-        self.inner.node.leave(connection, group)
-    }
-
-    /// Closes a connection, on whichever node it is, with `code` (1000, or an application's
-    /// 3000–4999; docs/protocol.md §6) after what it was already sent. Returns false when no node has
-    /// it. In a cluster, waits for the connection's node as [`join`](Self::join) does.
-    pub async fn disconnect(&self, connection: ConnectionId, code: u16) -> Result<bool, HubError> {
-        check_close_code(code)?;
-        self.on_connection(connection, Operation::Disconnect { connection, code })
-            .await
-    }
-
-    /// Closes every connection of `user` on every node, with `code` as in
-    /// [`disconnect`](Self::disconnect): what a logout or a revoked session needs, so that no push
-    /// reaches the user afterwards. Returns how many were closed; in a cluster, fails when a node
-    /// with the user's connections did not answer in time.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let hub = wshub::Hub::builder().build();
-    /// assert_eq!(hub.disconnect_user("ann", 4001).await, Ok(0), "ann is not connected");
-    /// assert!(hub.disconnect_user("ann", 1006).await.is_err(), "1006 is never sent");
-    /// # }
-    /// ```
-    pub async fn disconnect_user(&self, user: &str, code: u16) -> Result<usize, HubError> {
-        check_close_code(code)?;
-        let here = self.inner.node.disconnect_user(user, code);
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            let operation = Operation::DisconnectUser {
-                user: user.to_owned(),
-                code,
-            };
-            return Ok(here + cluster.control_user(user, operation).await?);
-        }
-        Ok(here)
-    }
-
-    /// Carries out an operation on one connection: here when it is this node's (or there is no
-    /// cluster), on its node otherwise.
-    async fn on_connection(
-        &self,
-        connection: ConnectionId,
-        operation: Operation,
-    ) -> Result<bool, HubError> {
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if !cluster.owns(connection) {
-                let count = cluster.control_connection(connection, operation).await?;
-                return Ok(count > 0);
-            }
-        }
-        #[cfg(not(feature = "cluster"))]
-        let _ = connection;
-        Ok(self.inner.node.carry_out(&operation) > 0)
-    }
-
-    /// How many sockets are connected, on every node of the cluster: this node's count, and
-    /// the other live nodes' from Redis. On a single node it is
-    /// [`local_connection_count`](Self::local_connection_count) and never fails.
-    pub async fn connection_count(&self) -> Result<usize, HubError> {
-        let here = self.local_connection_count();
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if let Answer::Counts { connections, .. } = cluster.ask(Question::Counts).await? {
-                return Ok(here + connections);
-            }
-        }
-        Ok(here)
-    }
-
-    /// How many distinct non-empty user ids are connected, on every node. In a cluster this is
-    /// Redis's count, which may lag this node's last changes by a Redis round trip.
-    pub async fn user_count(&self) -> Result<usize, HubError> {
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if let Answer::Counts { users, .. } = cluster.ask(Question::Counts).await? {
-                return Ok(users);
-            }
-        }
-        Ok(self.local_user_count())
-    }
-
-    /// How many groups have at least one connection, on any node; as
-    /// [`user_count`](Self::user_count).
-    pub async fn group_count(&self) -> Result<usize, HubError> {
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if let Answer::Counts { groups, .. } = cluster.ask(Question::Counts).await? {
-                return Ok(groups);
-            }
-        }
-        Ok(self.local_group_count())
-    }
-
-    /// The connections of a user (all of their tabs and devices), on every node.
-    pub async fn user_connections(&self, user_id: &str) -> Result<Vec<ConnectionId>, HubError> {
-        let here = self.local_user_connections(user_id);
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if let Answer::Connections(others) = cluster.ask(Question::User(user_id)).await? {
-                return Ok(here.into_iter().chain(others).collect());
-            }
-        }
-        Ok(here)
-    }
-
-    /// The connections in a group, on every node.
-    pub async fn group_connections(&self, group: &str) -> Result<Vec<ConnectionId>, HubError> {
-        let here = self.local_group_connections(group);
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if let Answer::Connections(others) = cluster.ask(Question::Group(group)).await? {
-                return Ok(here.into_iter().chain(others).collect());
-            }
-        }
-        Ok(here)
-    }
-
-    /// The groups a connection is in, whichever node it is on, or `None` when no node has it.
-    pub async fn groups_of(
-        &self,
-        connection: ConnectionId,
-    ) -> Result<Option<Vec<String>>, HubError> {
-        Ok(self.connection(connection).await?.map(|info| info.groups))
-    }
-
-    /// A connection's user, groups (sorted) and data ([`Identity::with_data`](crate::Identity::with_data)),
-    /// whichever node it is on, or `None` when no node has it: for an administrator's "who is
-    /// this", or a check before acting on a connection named in a message.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wshub::HubError> {
-    /// let hub = wshub::Hub::builder().build();
-    /// let id = "0123456789abcdef0123456789abcdef".parse().unwrap();
-    /// assert_eq!(hub.connection(id).await?, None);
-    /// # Ok(()) }
-    /// ```
-    pub async fn connection(
-        &self,
-        connection: ConnectionId,
-    ) -> Result<Option<ConnectionInfo>, HubError> {
-        #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.inner.cluster {
-            if !cluster.owns(connection) {
-                if let Answer::Connection(info) =
-                    cluster.ask(Question::Connection(connection)).await?
-                {
-                    return Ok(info);
-                }
-            }
-        }
-        Ok(self.local_connection(connection))
-    }
-
-    /// A connection of this node: its user, groups (sorted) and data; `None` when it is not here.
-    pub fn local_connection(&self, connection: ConnectionId) -> Option<ConnectionInfo> {
-        self.inner.node.info(connection)
-    }
-
-    /// How many sockets this node has.
-    pub fn local_connection_count(&self) -> usize {
-        self.inner.node.connection_count()
-    }
-
-    /// How many distinct non-empty user ids this node's connections have.
-    pub fn local_user_count(&self) -> usize {
-        self.inner.node.user_count()
-    }
-
-    /// How many groups this node's connections are in.
-    pub fn local_group_count(&self) -> usize {
-        self.inner.node.group_count()
-    }
-
-    /// This node's connections of a user.
-    pub fn local_user_connections(&self, user_id: &str) -> Vec<ConnectionId> {
-        self.inner.node.user_connections(user_id)
-    }
-
-    /// This node's connections in a group.
-    pub fn local_group_connections(&self, group: &str) -> Vec<ConnectionId> {
-        self.inner.node.group_connections(group)
-    }
-
-    /// The groups of a connection of this node, or `None` when it is not here.
-    pub fn local_groups_of(&self, connection: ConnectionId) -> Option<Vec<String>> {
-        self.inner.node.groups_of(connection)
     }
 
     /// Closes every socket with 1001 (going away), refuses new ones with `503`, and waits until
