@@ -12,12 +12,14 @@ use http::HeaderMap;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
 
 use crate::answer::Answers;
 use crate::config::{Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::{Call, Outcome};
 use crate::hub::{Hub, Permit};
+use crate::id::ConnectionId;
 use crate::identity::{CloseAtOnce, Identity};
 use crate::inbound::{self, PING};
 use crate::info::ConnectionInfo;
@@ -47,14 +49,32 @@ pub(crate) async fn serve<S>(hub: Hub, io: S, identity: Identity, link: Link, pe
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = hub.config();
     let mut socket = socket_of(&hub, io);
-
     let Some(id) = hub.new_connection_id() else {
         tracing::error!("no random bytes for a connection id");
         end(&mut socket, Ending::hub(close::INTERNAL)).await;
         return;
     };
+    // Everything the socket does, its forwards and the application's handlers of them included,
+    // is inside this span: one `RUST_LOG` filter shows a socket's life.
+    let span = tracing::info_span!("socket", connection = %id, user = %identity.user_id);
+    serve_as(hub, socket, id, identity, link, permit)
+        .instrument(span)
+        .await;
+}
+
+/// [`serve`], once the connection has its id.
+async fn serve_as<S>(
+    hub: Hub,
+    mut socket: Socket<S>,
+    id: ConnectionId,
+    identity: Identity,
+    link: Link,
+    permit: Permit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = hub.config();
     let mailbox = Arc::new(Mailbox::new(config.max_pending_bytes));
     let outbox = Outbox(Arc::clone(&mailbox));
     let about = Connected {
@@ -69,7 +89,7 @@ where
         end(&mut socket, Ending::hub(close::GOING_AWAY)).await;
         return;
     };
-    tracing::debug!(%id, user = %identity.user_id, groups = ?identity.groups, "socket open");
+    tracing::debug!(groups = ?identity.groups, "socket open");
     let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone())
         .with_data_of(identity.data.clone());
     if let Some(on_connect) = &config.on_connect {
@@ -109,7 +129,7 @@ where
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
     end(&mut socket, ending).await;
-    tracing::debug!(%id, ?ending, "socket closed");
+    tracing::debug!(?ending, "socket closed");
     drop(socket);
     session.finish().await;
     if events {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
+use tracing::Instrument;
 
 use crate::answer::Answers;
 use crate::envelope::Envelope;
@@ -168,29 +169,39 @@ impl Pipeline {
             )
         });
         let call = (forwarder.call)(request);
+        // Inside the socket's span, so the application's handler (in process) logs as part of
+        // the socket's life.
+        let span = tracing::info_span!(
+            "forward",
+            action = %envelope.action,
+            request = envelope.request_id.as_deref(),
+        );
         let slots = hub.forward_slots().clone();
         let timeout = config.timeout;
         let limits = hub.config().fields;
-        Some(Box::pin(async move {
-            let answered = async {
-                // The place is held until the answer is read, bounding forwards in flight.
-                let _place = slots.acquire_owned().await;
-                call.await
-            };
-            match tokio::time::timeout(timeout, answered).await {
-                Ok(Ok(response)) if response.status() == http::StatusCode::NOT_FOUND => {
-                    match misplaced {
-                        Some(hint) => Outcome::failed("forward_failed", hint),
-                        None => Outcome::of(response, limits),
+        Some(Box::pin(
+            async move {
+                let answered = async {
+                    // The place is held until the answer is read, bounding forwards in flight.
+                    let _place = slots.acquire_owned().await;
+                    call.await
+                };
+                match tokio::time::timeout(timeout, answered).await {
+                    Ok(Ok(response)) if response.status() == http::StatusCode::NOT_FOUND => {
+                        match misplaced {
+                            Some(hint) => Outcome::failed("forward_failed", hint),
+                            None => Outcome::of(response, limits),
+                        }
                     }
+                    Ok(Ok(response)) => Outcome::of(response, limits),
+                    Ok(Err(detail)) => Outcome::failed("forward_failed", detail),
+                    Err(_) => Outcome::failed(
+                        "forward_timeout",
+                        format!("the application did not answer within {timeout:?}"),
+                    ),
                 }
-                Ok(Ok(response)) => Outcome::of(response, limits),
-                Ok(Err(detail)) => Outcome::failed("forward_failed", detail),
-                Err(_) => Outcome::failed(
-                    "forward_timeout",
-                    format!("the application did not answer within {timeout:?}"),
-                ),
             }
-        }))
+            .instrument(span),
+        ))
     }
 }
