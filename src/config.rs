@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::closing::CloseReason;
 use crate::envelope::{Envelope, FieldLimits};
 use crate::forward::Forwarding;
 use crate::hub::Hub;
@@ -54,27 +55,30 @@ impl fmt::Debug for Relay {
 
 /// An application callback about a connection: it gets the hub, so that it can act on the
 /// connection (join it to groups, send it something) without a global.
-#[derive(Clone)]
-pub(crate) struct Callback(Arc<CallbackFn>);
+/// `Args` is what it is called with: `(Hub, ConnectionInfo)` when a socket opens, and the
+/// [`CloseReason`] too when it has closed.
+pub(crate) struct Callback<Args>(Arc<CallbackFn<Args>>);
 
-type CallbackFn =
-    dyn Fn(Hub, ConnectionInfo) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+type CallbackFn<Args> = dyn Fn(Args) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
-impl Callback {
-    fn new<F, Fut>(f: F) -> Self
-    where
-        F: Fn(Hub, ConnectionInfo) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        Self(Arc::new(move |hub, info| Box::pin(f(hub, info))))
-    }
-
-    pub(crate) fn call(&self, hub: Hub, info: ConnectionInfo) -> impl Future<Output = ()> + Send {
-        (self.0)(hub, info)
+impl<Args> Clone for Callback<Args> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
     }
 }
 
-impl fmt::Debug for Callback {
+impl<Args> Callback<Args> {
+    pub(crate) fn call(&self, args: Args) -> impl Future<Output = ()> + Send {
+        (self.0)(args)
+    }
+}
+
+/// What `on_connect` is called with.
+pub(crate) type Connected = (Hub, ConnectionInfo);
+/// What `on_disconnect` is called with.
+pub(crate) type Disconnected = (Hub, ConnectionInfo, CloseReason);
+
+impl<Args> fmt::Debug for Callback<Args> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Callback")
     }
@@ -99,8 +103,8 @@ pub(crate) struct Config {
     pub(crate) forwarding: Option<Forwarding>,
     pub(crate) identity: Option<Arc<dyn IdentityResolver>>,
     pub(crate) relay: Relay,
-    pub(crate) on_connect: Option<Callback>,
-    pub(crate) on_disconnect: Option<Callback>,
+    pub(crate) on_connect: Option<Callback<Connected>>,
+    pub(crate) on_disconnect: Option<Callback<Disconnected>>,
     #[cfg(feature = "cluster")]
     pub(crate) cluster: Option<crate::cluster::RedisCluster>,
 }
@@ -383,20 +387,37 @@ impl HubBuilder {
         F: Fn(Hub, ConnectionInfo) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.config.on_connect = Some(Callback::new(f));
+        self.config.on_connect = Some(Callback(Arc::new(move |(hub, info)| {
+            Box::pin(f(hub, info))
+        })));
         self
     }
 
-    /// Runs once for every socket that was connected, however it ended (client close, server
-    /// close, dropped TCP connection, shutdown), after its pending forwards are done; the
+    /// Runs once for every socket that was connected, however it ended, and says why
+    /// ([`CloseReason`]: the client closed it, the connection was lost, a slow reader, a rate
+    /// abuser, the application's logout, shutdown…), after its pending forwards are done; the
     /// connection is out of the registry by then. Graceful shutdown waits for it, within
     /// [`shutdown_timeout`](Self::shutdown_timeout).
+    ///
+    /// ```
+    /// use wshub::{CloseReason, ConnectionInfo, Hub};
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_disconnect(|_: Hub, info: ConnectionInfo, reason: CloseReason| async move {
+    ///         if reason == CloseReason::SlowConsumer {
+    ///             eprintln!("{} could not keep up", info.user_id);
+    ///         }
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
     pub fn on_disconnect<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn(Hub, ConnectionInfo) -> Fut + Send + Sync + 'static,
+        F: Fn(Hub, ConnectionInfo, CloseReason) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.config.on_disconnect = Some(Callback::new(f));
+        let hook = move |(hub, info, reason)| Box::pin(f(hub, info, reason)) as Pin<Box<_>>;
+        self.config.on_disconnect = Some(Callback(Arc::new(hook)));
         self
     }
 

@@ -15,7 +15,8 @@ use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
 use crate::answer::Answers;
-use crate::config::{Callback, RateLimit, Relay};
+use crate::closing::CloseReason;
+use crate::config::{self, Callback, RateLimit, Relay};
 use crate::envelope::Envelope;
 use crate::forward::{Call, Outcome};
 use crate::hub::{Hub, Permit};
@@ -52,12 +53,17 @@ where
     let mut socket = socket_of(&hub, io);
     let Some(id) = hub.new_connection_id() else {
         tracing::error!("no random bytes for a connection id");
-        end(&mut socket, Ending::hub(close::INTERNAL)).await;
+        socket.close(close::INTERNAL, "", CLOSE_GRACE).await;
         return;
     };
     // Everything the socket does, its forwards and the application's handlers of them included,
     // is inside this span: one `RUST_LOG` filter shows a socket's life.
-    let span = tracing::info_span!("socket", connection = %id, user = %identity.user_id);
+    let span = tracing::info_span!(
+        "socket",
+        connection = %id,
+        user = %identity.user_id,
+        closed = tracing::field::Empty,
+    );
     serve_as(hub, socket, id, identity, link, permit)
         .instrument(span)
         .await;
@@ -86,14 +92,14 @@ async fn serve_as<S>(
     outbox.offer(hub.frame(&Envelope::system("__connected", &about)));
     let answers = Answers::new(outbox.clone(), Arc::clone(hub.budget()));
     let Some(registration) = hub.register(id, &identity, outbox) else {
-        end(&mut socket, Ending::hub(close::GOING_AWAY)).await;
+        end(&mut socket, CloseReason::Shutdown).await;
         return;
     };
     tracing::debug!(groups = ?identity.groups, "socket open");
     let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone())
         .with_data_of(identity.data.clone());
     if let Some(on_connect) = &config.on_connect {
-        on_connect.call(hub.clone(), info.clone()).await;
+        on_connect.call((hub.clone(), info.clone())).await;
     }
     // Fires however this task ends, even if it is dropped.
     let mut disconnected = Disconnected {
@@ -129,7 +135,8 @@ async fn serve_as<S>(
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
     end(&mut socket, ending).await;
-    tracing::debug!(?ending, "socket closed");
+    tracing::Span::current().record("closed", ending.as_str());
+    tracing::debug!(reason = %ending, "socket closed");
     drop(socket);
     session.finish().await;
     if events {
@@ -139,7 +146,7 @@ async fn serve_as<S>(
     // Not held across the callback: a socket task's size is its largest await point's.
     drop(session);
     // Before the permit: shutdown waits for the permits, and so for the callback.
-    disconnected.fire().await;
+    disconnected.fire(ending).await;
     drop(permit);
 }
 
@@ -167,43 +174,15 @@ where
     )
 }
 
-/// How a socket's session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// The hub closes it, with this code and reason.
-    Close(u16, &'static str),
-    /// The client sent a close frame (with this code).
-    ClientClosed(Option<u16>),
-    /// The connection is gone.
-    Gone,
-}
-
-impl Ending {
-    /// The hub's own closes, each with its reason.
-    fn hub(code: u16) -> Self {
-        let reason = match code {
-            close::GOING_AWAY => "going away",
-            close::SLOW_CONSUMER => "too slow: this client did not keep up with its messages",
-            1002 => "protocol error",
-            1003 => "binary frames are not supported",
-            1007 => "invalid UTF-8",
-            1009 => "message too big",
-            close::OVERLOADED => "the server is overloaded; try again later",
-            _ => "",
-        };
-        Self::Close(code, reason)
-    }
-}
-
 /// Ends the connection as the session ended: the hub's close, or the answer to the client's.
-async fn end<S>(socket: &mut Socket<S>, ending: Ending)
+async fn end<S>(socket: &mut Socket<S>, ending: CloseReason)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match ending {
-        Ending::Close(code, reason) => socket.close(code, reason, CLOSE_GRACE).await,
-        Ending::ClientClosed(code) => socket.answer_close(code, CLOSE_GRACE).await,
-        Ending::Gone => {}
+    match (ending, ending.close_frame()) {
+        (_, Some((code, reason))) => socket.close(code, reason, CLOSE_GRACE).await,
+        (CloseReason::ClientClosed(code), None) => socket.answer_close(code, CLOSE_GRACE).await,
+        _ => {}
     }
 }
 
@@ -215,13 +194,13 @@ struct Disconnected {
 }
 
 impl Disconnected {
-    async fn fire(&mut self) {
+    async fn fire(&mut self, reason: CloseReason) {
         if let (Some(on_disconnect), Some(info)) = (self.callback(), self.info.take()) {
-            on_disconnect.call(self.hub.clone(), info).await;
+            on_disconnect.call((self.hub.clone(), info, reason)).await;
         }
     }
 
-    fn callback(&self) -> Option<Callback> {
+    fn callback(&self) -> Option<Callback<config::Disconnected>> {
         self.hub.config().on_disconnect.clone()
     }
 }
@@ -231,8 +210,10 @@ impl Drop for Disconnected {
         let (Some(on_disconnect), Some(info)) = (self.callback(), self.info.take()) else {
             return;
         };
+        // Only a runtime that shuts down drops a socket's task before its end.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(on_disconnect.call(self.hub.clone(), info));
+            let reason = CloseReason::Shutdown;
+            runtime.spawn(on_disconnect.call((self.hub.clone(), info, reason)));
         }
     }
 }
@@ -258,7 +239,7 @@ struct Session {
 
 impl Session {
     /// Serves the socket until the session ends, and says how.
-    async fn run<S>(&mut self, socket: &mut Socket<S>, mailbox: &Mailbox) -> Ending
+    async fn run<S>(&mut self, socket: &mut Socket<S>, mailbox: &Mailbox) -> CloseReason
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -281,9 +262,10 @@ impl Session {
                 event = socket.next(mailbox, reading) => {
                     let inbound = match event {
                         Event::Inbound(inbound) => inbound,
-                        Event::Violation(code) | Event::CloseAsked(code) => return Ending::hub(code),
-                        Event::Stalled => return Ending::hub(close::SLOW_CONSUMER),
-                        Event::Gone => return Ending::Gone,
+                        Event::Violation(code) => return CloseReason::of_violation(code),
+                        Event::CloseAsked(asked) => return asked.into(),
+                        Event::Stalled => return CloseReason::SlowConsumer,
+                        Event::Gone => return CloseReason::ConnectionLost,
                     };
                     last_heard = Instant::now();
                     match inbound {
@@ -298,7 +280,7 @@ impl Session {
                         }
                         Inbound::Ping(payload) => socket.pong(&payload),
                         Inbound::Pong => {}
-                        Inbound::Close(code) => return Ending::ClientClosed(code),
+                        Inbound::Close(code) => return CloseReason::ClientClosed(code),
                     }
                 }
                 (outcome, asker) = self.pipeline.answered() => {
@@ -314,13 +296,13 @@ impl Session {
                         last_heard = now;
                     }
                     if now >= last_heard + self.idle_timeout {
-                        return Ending::hub(close::GOING_AWAY);
+                        return CloseReason::Idle;
                     }
                     // Control frames keep a socket alive, so a message sent a few bytes at a time
                     // between them gets the idle timeout to be whole, and no more.
                     message_since = socket.in_message().then(|| message_since.unwrap_or(now));
                     if message_since.is_some_and(|since| now >= since + self.idle_timeout) {
-                        return Ending::Close(close::POLICY, "a message took too long to arrive");
+                        return CloseReason::SlowMessage;
                     }
                     if now >= next_ping {
                         next_ping = now + self.ping_interval;
@@ -335,13 +317,11 @@ impl Session {
     }
 
     /// Handles a client envelope; `Some` ends the session.
-    fn on_text(&mut self, text: &str) -> Option<Ending> {
+    fn on_text(&mut self, text: &str) -> Option<CloseReason> {
         if let Some(bucket) = &mut self.rate {
             match bucket.take() {
                 Ok(()) => {}
-                Err(strikes) if strikes >= RATE_STRIKES => {
-                    return Some(Ending::Close(close::POLICY, "too many messages"))
-                }
+                Err(strikes) if strikes >= RATE_STRIKES => return Some(CloseReason::RateAbuse),
                 Err(_) => {
                     let request = Envelope::request_id_of(text.as_bytes(), self.max_id_len());
                     self.answers.error(

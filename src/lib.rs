@@ -44,6 +44,7 @@
 mod answer;
 mod budget;
 mod client_files;
+mod closing;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod config;
@@ -78,6 +79,7 @@ mod server;
 pub mod testing;
 mod websocket;
 
+pub use closing::CloseReason;
 #[cfg(feature = "cluster")]
 pub use cluster::RedisCluster;
 pub use config::HubBuilder;

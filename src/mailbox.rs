@@ -15,12 +15,13 @@
 //! (docs/benchmarks.md).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
 
+use crate::closing::Asked;
 use crate::websocket::Frame;
 
 #[derive(Debug, Default)]
@@ -35,8 +36,8 @@ pub(crate) struct Mailbox {
     queue: Mutex<Queue>,
     /// What the task took and has not written yet, in bytes; only the task stores it.
     writing: AtomicUsize,
-    /// 0 while open; otherwise the close code asked for first.
-    close: AtomicU16,
+    /// 0 while open; otherwise the close asked for first ([`Asked::encode`]).
+    close: AtomicU32,
     waker: AtomicWaker,
     /// Most bytes that may be pending (queued and being written) for the connection.
     limit: usize,
@@ -56,7 +57,7 @@ impl Mailbox {
         Self {
             queue: Mutex::default(),
             writing: AtomicUsize::new(0),
-            close: AtomicU16::new(0),
+            close: AtomicU32::new(0),
             waker: AtomicWaker::new(),
             limit,
         }
@@ -95,24 +96,21 @@ impl Mailbox {
         Ok(pending + cost)
     }
 
-    /// Asks the task to close the socket with `code`; the first code asked for wins. What is still
+    /// Asks the task to close the socket, and says why; the first ask wins. What is still
     /// queued is dropped at once: a connection being closed holds no memory for frames it will
     /// never send.
-    pub(crate) fn close(&self, code: u16) {
+    pub(crate) fn close(&self, asked: Asked) {
         let _ = self
             .close
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(0, asked.encode(), Ordering::AcqRel, Ordering::Acquire);
         let dropped = std::mem::take(&mut *lock(&self.queue));
         drop(dropped);
         self.waker.wake();
     }
 
-    /// The close code asked for, if any.
-    pub(crate) fn closing(&self) -> Option<u16> {
-        match self.close.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
+    /// The close asked for, if any.
+    pub(crate) fn closing(&self) -> Option<Asked> {
+        Asked::decode(self.close.load(Ordering::Acquire))
     }
 
     /// Moves the queued frames into `into` (which the task has emptied) and returns their cost.
@@ -193,9 +191,13 @@ mod tests {
         );
         mailbox.set_writing(0);
         assert_eq!(mailbox.offer(frame("d")), Ok(a.cost()));
-        mailbox.close(1008);
-        mailbox.close(1001);
-        assert_eq!(mailbox.closing(), Some(1008), "the first code wins");
+        mailbox.close(Asked::SlowConsumer);
+        mailbox.close(Asked::Shutdown);
+        assert_eq!(
+            mailbox.closing(),
+            Some(Asked::SlowConsumer),
+            "the first ask wins"
+        );
         assert_eq!(mailbox.pending(), 0, "what was queued is dropped");
         assert_eq!(mailbox.offer(frame("e")), Err(Refused::Closing));
     }
@@ -225,7 +227,7 @@ mod tests {
             });
             tokio::task::yield_now().await;
             if close {
-                mailbox.close(1000);
+                mailbox.close(Asked::Application(1000));
             } else {
                 mailbox.offer(frame("x")).unwrap();
             }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use std::time::{Duration, Instant};
 
 use crate::budget::Budget;
+use crate::closing::Asked;
 use crate::data::Data;
 use crate::envelope::Recipient;
 use crate::id::ConnectionId;
@@ -21,7 +22,7 @@ use crate::mailbox::{Mailbox, Refused};
 use crate::membership::{Change, Scope, Watch};
 use crate::registry::{Member, Registry};
 use crate::routing::{for_each_target, EmptyRecipients};
-use crate::websocket::{close, Frame};
+use crate::websocket::Frame;
 
 /// This process's connections and their delivery.
 #[derive(Debug)]
@@ -53,16 +54,16 @@ impl Outbox {
         match self.0.offer(frame) {
             Ok(pending) => Some(pending),
             Err(Refused::Full) => {
-                self.0.close(close::SLOW_CONSUMER);
+                self.0.close(Asked::SlowConsumer);
                 None
             }
             Err(Refused::Closing) => None,
         }
     }
 
-    /// Asks the connection's task to close its socket with `code`.
-    pub(crate) fn close(&self, code: u16) {
-        self.0.close(code);
+    /// Asks the connection's task to close its socket, and says why.
+    pub(crate) fn close(&self, asked: Asked) {
+        self.0.close(asked);
     }
 }
 
@@ -194,7 +195,7 @@ impl Node {
             if freed >= excess {
                 break;
             }
-            outbox.close(close::OVERLOADED);
+            outbox.close(Asked::Overloaded);
             freed += pending;
             closed += 1;
         }
@@ -265,12 +266,12 @@ impl Node {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Takes no connection from now on, and asks every connection to close with `code`.
-    pub(crate) fn close_all(&self, code: u16) {
+    /// Takes no connection from now on, and asks every connection to close: the hub shuts down.
+    pub(crate) fn close_all(&self) {
         let registry = self.read();
         self.closed.store(true, Ordering::Release);
         for member in registry.members() {
-            member.outbox.close(code);
+            member.outbox.close(Asked::Shutdown);
         }
     }
 
@@ -350,7 +351,7 @@ impl Node {
         let Some(member) = registry.get(connection) else {
             return false;
         };
-        member.outbox.close(code);
+        member.outbox.close(Asked::Application(code));
         true
     }
 
@@ -362,7 +363,9 @@ impl Node {
         let registry = self.read();
         let slots = registry.user(user).into_iter().flatten();
         let members = slots.filter_map(|&slot| registry.at(slot));
-        members.map(|member| member.outbox.close(code)).count()
+        members
+            .map(|member| member.outbox.close(Asked::Application(code)))
+            .count()
     }
 
     pub(crate) fn connection_count(&self) -> usize {

@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wshub::{
-    identity_from_cookie, refuse, ConnectionInfo, Envelope, Forwarded, Forwarding, Hub, HubBuilder,
-    Identity, Recipient, Refusal,
+    identity_from_cookie, refuse, CloseReason, ConnectionInfo, Envelope, Forwarded, Forwarding,
+    Hub, HubBuilder, Identity, Recipient, Refusal,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -950,14 +950,14 @@ async fn disconnect_event_comes_after_the_socket_ended_and_after_its_earlier_for
 struct Watched {
     server: TestServer,
     connects: Arc<Mutex<Vec<ConnectionInfo>>>,
-    disconnects: Arc<Mutex<Vec<ConnectionInfo>>>,
+    disconnects: Arc<Mutex<Vec<(ConnectionInfo, CloseReason)>>>,
     recorder: Recorder,
 }
 
 impl Watched {
     async fn start() -> Self {
         let connects: Arc<Mutex<Vec<ConnectionInfo>>> = Arc::default();
-        let disconnects: Arc<Mutex<Vec<ConnectionInfo>>> = Arc::default();
+        let disconnects: Arc<Mutex<Vec<(ConnectionInfo, CloseReason)>>> = Arc::default();
         let (on_connect, on_disconnect) = (Arc::clone(&connects), Arc::clone(&disconnects));
         let builder = Hub::builder()
             .max_message_size(1024)
@@ -965,8 +965,8 @@ impl Watched {
                 on_connect.lock().expect("lock").push(info);
                 async {}
             })
-            .on_disconnect(move |_, info| {
-                on_disconnect.lock().expect("lock").push(info);
+            .on_disconnect(move |_, info, reason| {
+                on_disconnect.lock().expect("lock").push((info, reason));
                 async {}
             });
         let (app, recorder) = recording_app();
@@ -985,7 +985,7 @@ impl Watched {
 
     /// Checks that `id` (user `user`, group `group`) was announced once to each callback and
     /// once as each connection event, and nothing else.
-    async fn expect_once_each(&mut self, id: &str, user: &str, group: &str) {
+    async fn expect_once_each(&mut self, id: &str, user: &str, group: &str, why: CloseReason) {
         until("on_disconnect to run", || self.disconnected() >= 1).await;
         // Every socket task has run to its end once shutdown returns (on this single-threaded
         // runtime, callbacks included): no late second call can follow.
@@ -1005,9 +1005,9 @@ impl Watched {
             .lock()
             .expect("lock")
             .iter()
-            .map(of)
+            .map(|(info, reason)| (of(info), *reason))
             .collect();
-        assert_eq!(disconnects, [expected], "on_disconnect");
+        assert_eq!(disconnects, [(expected, why)], "on_disconnect");
         let about = json!({"connectionId": id, "userId": user, "groupId": group});
         assert_eq!(self.recorder.next_action("__connect").await.message, about);
         assert_eq!(
@@ -1028,7 +1028,8 @@ async fn callbacks_and_events_fire_once_when_the_client_closes() {
     .await;
     assert_eq!(watched.disconnected(), 0, "still connected");
     close_normally(&mut client).await;
-    watched.expect_once_each(&client.id, "ann", "g").await;
+    let why = CloseReason::ClientClosed(None);
+    watched.expect_once_each(&client.id, "ann", "g", why).await;
 }
 
 #[tokio::test]
@@ -1040,7 +1041,9 @@ async fn callbacks_and_events_fire_once_when_the_server_closes_a_too_big_message
         .await;
     assert_eq!(code(client.expect_close().await), 1009);
     client.expect_end().await;
-    watched.expect_once_each(&client.id, "ann", "g").await;
+    watched
+        .expect_once_each(&client.id, "ann", "g", CloseReason::TooBig)
+        .await;
 }
 
 #[tokio::test]
@@ -1060,7 +1063,9 @@ async fn callbacks_and_events_fire_once_when_the_hub_shuts_down() {
     assert_eq!(code(close), 1001);
     // `shutdown` waits for the sockets: by now the callback has run.
     assert_eq!(watched.disconnected(), 1);
-    watched.expect_once_each(&client.id, "ann", "g").await;
+    watched
+        .expect_once_each(&client.id, "ann", "g", CloseReason::Shutdown)
+        .await;
 }
 
 #[tokio::test]
@@ -1100,7 +1105,9 @@ async fn callbacks_and_events_fire_once_when_the_tcp_connection_drops() {
         .await
         .expect("shutdown");
     drop(tcp);
-    watched.expect_once_each(&id, "ann", "g").await;
+    watched
+        .expect_once_each(&id, "ann", "g", CloseReason::ConnectionLost)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1114,7 +1121,7 @@ async fn shutdown_returns_only_after_on_disconnect_has_run() {
     let returned_rx = Mutex::new(returned_rx);
     let (entered_tx, mut entered_rx) = mpsc::unbounded_channel();
     let hub = Hub::builder()
-        .on_disconnect(move |_, _| {
+        .on_disconnect(move |_, _, _| {
             let early = returned_rx
                 .lock()
                 .expect("lock")
@@ -1169,7 +1176,7 @@ async fn hooks_reach_the_hub_and_may_do_async_work() {
                     .to(wshub::Recipient::connection(info.connection_id)),
             );
         })
-        .on_disconnect(|hub: Hub, info: ConnectionInfo| async move {
+        .on_disconnect(|hub: Hub, info: ConnectionInfo, _| async move {
             tokio::task::yield_now().await;
             hub.send(
                 &wshub::Envelope::new("left")

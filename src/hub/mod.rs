@@ -24,7 +24,7 @@ use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::{Identity, IdentityResolver};
 use crate::node::{Node, Outbox, Registration, Routed};
-use crate::websocket::{close, Frame};
+use crate::websocket::Frame;
 
 /// The hub: a registry of connections, groups and users, and the router over it.
 ///
@@ -313,7 +313,7 @@ impl Hub {
     /// Closes every socket with 1001 (going away), refuses new ones with `503`, and waits until
     /// the sockets are closed or the shutdown timeout has passed.
     pub async fn shutdown(&self) {
-        self.inner.node.close_all(close::GOING_AWAY);
+        self.inner.node.close_all();
         let drained = async {
             loop {
                 let notified = self.inner.drained.notified();

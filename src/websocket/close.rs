@@ -2,11 +2,11 @@
 
 /// The server is shutting down.
 pub(crate) const GOING_AWAY: u16 = 1001;
-/// The client broke a rule of the hub (a message too slow to arrive, too many messages).
+/// The client broke a rule of the hub (it did not keep up with its messages, a message too slow
+/// to arrive, too many messages).
 pub(crate) const POLICY: u16 = 1008;
-/// The client did not keep up with its messages: docs/protocol.md calls it a slow consumer, and the
-/// code is the policy code, as the protocol fixes it.
-pub(crate) const SLOW_CONSUMER: u16 = 1008;
+/// A message or frame over the size limit.
+pub(crate) const TOO_BIG: u16 = 1009;
 /// Something failed inside the hub.
 pub(crate) const INTERNAL: u16 = 1011;
 /// The hub is over its memory budget and sheds the connections furthest behind.

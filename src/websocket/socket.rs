@@ -25,6 +25,7 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use super::decode::{Decoder, Inbound, Violation};
 use super::frame::{Frame, OP_PONG};
 use crate::budget::{Budget, Charge};
+use crate::closing::Asked;
 use crate::mailbox::Mailbox;
 
 /// Bytes read from the socket at once, into a buffer on the stack.
@@ -43,8 +44,8 @@ pub(crate) enum Event {
     Inbound(Inbound),
     /// The client's bytes break the protocol or a limit: close with this code.
     Violation(u16),
-    /// The hub asked for the connection to be closed with this code.
-    CloseAsked(u16),
+    /// The hub asked for the connection to be closed, for this reason.
+    CloseAsked(Asked),
     /// Frames waited and the socket accepted nothing for the stall timeout.
     Stalled,
     /// The connection is gone (end of stream or an error).
@@ -149,8 +150,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>, mailbox: &Mailbox, reading: bool) -> Poll<Event> {
-        if let Some(code) = mailbox.closing() {
-            return Poll::Ready(Event::CloseAsked(code));
+        if let Some(asked) = mailbox.closing() {
+            return Poll::Ready(Event::CloseAsked(asked));
         }
         match self.poll_send(cx, mailbox) {
             Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
