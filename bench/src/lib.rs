@@ -73,7 +73,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 pub fn cpu_seconds_fine(pid: u32) -> Option<f64> {
     let mut ns: u64 = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        // A thread may end between the listing and the read: it is not counted, rather than
+        // failing the whole reading.
+        let Some(schedstat) = task
+            .ok()
+            .and_then(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        else {
+            continue;
+        };
         // The first field: time spent on the CPU, in ns.
         ns += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
