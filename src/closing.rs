@@ -79,6 +79,20 @@ impl CloseReason {
         }
     }
 
+    /// Whether the client was closed for something it did (or failed to do), which an operator
+    /// wants to hear of; not a close that is part of a socket's normal life.
+    pub(crate) fn is_for_cause(&self) -> bool {
+        matches!(
+            self,
+            Self::SlowConsumer
+                | Self::Overloaded
+                | Self::RateAbuse
+                | Self::TooBig
+                | Self::SlowMessage
+                | Self::ProtocolError(_)
+        )
+    }
+
     /// The close frame the hub sends for it, with the reason the client reads; `None` when the
     /// hub only answers the client's close or there is no one to send it to.
     pub(crate) fn close_frame(&self) -> Option<(u16, &'static str)> {

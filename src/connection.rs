@@ -26,6 +26,7 @@ use crate::inbound::{self, PING};
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
 use crate::node::Outbox;
+use crate::notice::{notice, Kind};
 use crate::pace::Pace;
 use crate::pipeline::{Asker, Forwarder, Pipeline, Work};
 use crate::websocket::{close, Event, Frame, Inbound, Socket};
@@ -136,7 +137,11 @@ async fn serve_as<S>(
     drop(registration);
     end(&mut socket, ending).await;
     tracing::Span::current().record("closed", ending.as_str());
-    tracing::debug!(reason = %ending, "socket closed");
+    if ending.is_for_cause() {
+        notice!(hub, Kind::Closed, info, reason = %ending, "socket closed");
+    } else {
+        tracing::debug!(reason = %ending, "socket closed");
+    }
     drop(socket);
     session.finish().await;
     if events {
@@ -324,11 +329,8 @@ impl Session {
                 Err(strikes) if strikes >= RATE_STRIKES => return Some(CloseReason::RateAbuse),
                 Err(_) => {
                     let request = Envelope::request_id_of(text.as_bytes(), self.max_id_len());
-                    self.answers.error(
-                        "rate_limited",
-                        "too many messages; slow down",
-                        request.as_deref(),
-                    );
+                    let detail = "too many messages; slow down";
+                    self.refuse("rate_limited", detail, request.as_deref());
                     return None;
                 }
             }
@@ -337,11 +339,8 @@ impl Session {
         let envelope = match inbound::admit(text.as_bytes(), fields, &self.identity) {
             Ok(envelope) => envelope,
             Err(rejection) => {
-                self.answers.error(
-                    rejection.code,
-                    &rejection.detail,
-                    rejection.request_id.as_deref(),
-                );
+                let request = rejection.request_id.as_deref();
+                self.refuse(rejection.code, &rejection.detail, request);
                 return None;
             }
         };
@@ -363,8 +362,7 @@ impl Session {
                 Relay::Filter(filter) => filter(&envelope).err(),
             };
             if let Some(reason) = refused {
-                self.answers
-                    .error("forbidden", &reason, envelope.request_id.as_deref());
+                self.refuse("forbidden", &reason, envelope.request_id.as_deref());
                 return None;
             }
             Work::Relay(envelope)
@@ -399,9 +397,7 @@ impl Session {
             Outcome::Nothing => None,
             Outcome::Failed { code, detail } => {
                 match &asker {
-                    Asker::Client(request) => {
-                        self.answers.error(code, &detail, request.as_deref());
-                    }
+                    Asker::Client(request) => self.refuse(code, &detail, request.as_deref()),
                     Asker::Nobody => {
                         tracing::warn!(code, detail, "a connection event was not handled");
                     }
@@ -412,6 +408,26 @@ impl Session {
         if let Asker::Client(Some(request)) = &asker {
             self.answers.reply(request, reply);
         }
+    }
+
+    /// Tells the client that a message of its was refused or failed, and the operator, within
+    /// the log's allowance: at `info` what the client caused, at `warn` what the application did
+    /// not answer.
+    fn refuse(&self, code: &str, detail: &str, request_id: Option<&str>) {
+        match code {
+            "invalid_envelope" => notice!(self.hub, Kind::Invalid, info, code, detail, "refused"),
+            "rate_limited" => notice!(self.hub, Kind::RateLimited, info, code, "refused"),
+            "forbidden" => notice!(self.hub, Kind::Forbidden, info, code, detail, "refused"),
+            _ => notice!(
+                self.hub,
+                Kind::Forward,
+                warn,
+                code,
+                detail,
+                "a forward failed"
+            ),
+        }
+        self.answers.error(code, detail, request_id);
     }
 
     fn max_id_len(&self) -> usize {

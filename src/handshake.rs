@@ -16,6 +16,7 @@ use crate::connection::{self, Link};
 use crate::forward::Call;
 use crate::hub::{Hub, Unavailable};
 use crate::identity::{CloseAtOnce, Identity, IdentityResolver};
+use crate::notice::{notice, Kind};
 
 /// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -144,7 +145,7 @@ pub(crate) fn accept<B>(
 ) -> Answer {
     let accept_key = match check(hub, &request) {
         Ok(key) => key,
-        Err(refusal) => return refused(refusal),
+        Err(refusal) => return refused(hub, refusal),
     };
     let limit = hub.config().fields.max_id_len;
     // Without a resolver the query string names the connection, checked before anything is
@@ -154,11 +155,14 @@ pub(crate) fn accept<B>(
         None => {
             let identity = Identity::from_query(request.uri().query());
             if let Some((parameter, len)) = identity.id_over(limit) {
-                return refused(Refusal::QueryIdTooLong {
-                    parameter,
-                    len,
-                    limit,
-                });
+                return refused(
+                    hub,
+                    Refusal::QueryIdTooLong {
+                        parameter,
+                        len,
+                        limit,
+                    },
+                );
             }
             Who::Query(identity)
         }
@@ -171,7 +175,7 @@ pub(crate) fn accept<B>(
     };
     let permit = match hub.reserve() {
         Ok(permit) => permit,
-        Err(Unavailable::AtLimit) => return Answer::Now(Refusal::AtLimit.response()),
+        Err(Unavailable::AtLimit) => return refused(hub, Refusal::AtLimit),
         Err(Unavailable::ShuttingDown) => return Answer::Now(Refusal::ShuttingDown.response()),
     };
     let link = Link {
@@ -203,14 +207,12 @@ pub(crate) fn accept<B>(
                         (None, None) => start(hub, Ok(identity)),
                         (Some((field, len)), _) => {
                             let refusal = Refusal::ResolvedIdTooLong { field, len, limit };
-                            tracing::error!(%refusal, "upgrade refused");
+                            notice!(hub, Kind::Identity, error, %refusal, "upgrade refused");
                             refusal.response()
                         }
                         (None, Some(problem)) => {
-                            tracing::error!(
-                                problem,
-                                "upgrade refused: the identity resolver's data"
-                            );
+                            let why = "upgrade refused: the identity resolver's data";
+                            notice!(hub, Kind::Identity, error, problem, why);
                             crate::identity::refuse(
                                 StatusCode::INTERNAL_SERVER_ERROR,
                                 "the identity resolver's data for this connection cannot be kept",
@@ -219,14 +221,19 @@ pub(crate) fn accept<B>(
                     },
                     Err(refusal) => match refusal.extensions().get::<CloseAtOnce>() {
                         Some(close) => {
-                            tracing::debug!(
-                                code = close.code,
-                                "identity resolver refused by closing"
-                            );
+                            let (code, why) = (close.code, "identity resolver refused by closing");
+                            notice!(hub, Kind::Identity, info, code, why);
                             start(hub, Err(close.clone()))
                         }
                         None => {
-                            tracing::debug!(status = %refusal.status(), "identity resolver refused");
+                            let status = refusal.status().as_u16();
+                            notice!(
+                                hub,
+                                Kind::Identity,
+                                info,
+                                status,
+                                "identity resolver refused"
+                            );
                             refusal
                         }
                     },
@@ -244,8 +251,10 @@ enum Who<'a> {
     Resolver(&'a dyn IdentityResolver),
 }
 
-fn refused(refusal: Refusal) -> Answer {
-    tracing::debug!(%refusal, "upgrade refused");
+/// Refuses an upgrade, and tells the operator within the log's allowance.
+fn refused(hub: &Hub, refusal: Refusal) -> Answer {
+    let status = refusal.status().as_u16();
+    notice!(hub, Kind::Upgrade, info, status, %refusal, "upgrade refused");
     Answer::Now(refusal.response())
 }
 

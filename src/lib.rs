@@ -68,6 +68,7 @@ mod layer;
 mod mailbox;
 mod membership;
 mod node;
+mod notice;
 mod pace;
 mod pipeline;
 mod publish;

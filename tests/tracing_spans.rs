@@ -5,97 +5,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
-
 use axum::routing::post;
 use axum::Router;
+use common::logs::Recorder;
 use common::{until, TestServer};
 use serde_json::json;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
 use wshub::{Forwarded, Forwarding, Hub, Reply};
-
-/// A span's or an event's fields, as text.
-#[derive(Debug, Clone, Default)]
-struct Fields(BTreeMap<String, String>);
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-/// An event, and the spans it happened in, outermost first.
-#[derive(Debug, Clone)]
-struct Seen {
-    message: String,
-    spans: Vec<(String, Fields)>,
-}
-
-impl Seen {
-    fn span(&self, name: &str) -> Option<&Fields> {
-        self.spans.iter().find(|(n, _)| n == name).map(|(_, f)| f)
-    }
-}
-
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Seen>>>);
-
-impl Recorder {
-    fn find(&self, message: &str) -> Option<Seen> {
-        let seen = self.0.lock().expect("lock");
-        seen.iter().find(|s| s.message == message).cloned()
-    }
-}
-
-impl<S> Layer<S> for Recorder
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, context: Context<'_, S>) {
-        let mut fields = Fields::default();
-        attributes.record(&mut fields);
-        if let Some(span) = context.span(id) {
-            span.extensions_mut().insert(fields);
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, context: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let spans = context
-            .event_scope(event)
-            .map(|scope| {
-                scope
-                    .from_root()
-                    .map(|span| {
-                        let fields = span.extensions().get::<Fields>().cloned();
-                        (span.name().to_owned(), fields.unwrap_or_default())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let message = fields.0.remove("message").unwrap_or_default();
-        self.0.lock().expect("lock").push(Seen { message, spans });
-    }
-}
 
 #[tokio::test]
 async fn a_sockets_life_and_its_handlers_run_in_its_span() {
     let recorder = Recorder::default();
-    // This thread's subscriber: the test's runtime runs the server on this thread.
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(recorder.clone()));
+    let _guard = recorder.install();
 
     let hub = Hub::builder()
         .forwarding(Forwarding::in_process("/hub/messages").actions(["ask"]))

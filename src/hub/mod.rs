@@ -24,6 +24,7 @@ use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::{Identity, IdentityResolver};
 use crate::node::{Node, Outbox, Registration, Routed};
+use crate::notice::Notices;
 use crate::websocket::Frame;
 
 /// The hub: a registry of connections, groups and users, and the router over it.
@@ -52,6 +53,8 @@ struct Inner {
     drained: Notify,
     /// Places for forwards in flight, across all connections.
     forward_slots: Arc<Semaphore>,
+    /// How many refusals and closes for cause are logged a second, of each kind.
+    notices: Notices,
     /// The pooled client for an external forward URL.
     forward_client: Option<Client<HttpConnector, Full<Bytes>>>,
     /// This node's part in a cluster, when it is one.
@@ -191,6 +194,7 @@ impl Hub {
         Self {
             inner: Arc::new(Inner {
                 forward_slots,
+                notices: Notices::default(),
                 forward_client,
                 node,
                 #[cfg(feature = "cluster")]
@@ -367,6 +371,10 @@ impl Hub {
 
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub(crate) fn notices(&self) -> &Notices {
+        &self.inner.notices
     }
 
     pub(crate) fn forward_slots(&self) -> &Arc<Semaphore> {

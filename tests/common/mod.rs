@@ -6,6 +6,7 @@
 mod accept;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod logs;
 pub mod raw_ws;
 pub use accept::serve_upgrades;
 
