@@ -197,10 +197,27 @@ async fn errors_name_the_request_even_of_a_broken_envelope() {
         assert_eq!(error["message"]["code"], code, "{sent}: {error}");
         assert_eq!(error["requestId"], sent["requestId"], "{sent}: {error}");
     }
-    // One that cannot be read has no id to name.
-    ann.send(r#"{"requestId":"cut"#).await;
-    let error = ann.recv_action("__error").await;
-    assert!(error.get("requestId").is_none(), "{error}");
+    // One that cannot be read has no id to name; nor has one whose id is not a string, or is
+    // over the id limit (both make the envelope invalid, docs/protocol.md §4.1, §8).
+    let long = "r".repeat(257);
+    for (text, why) in [
+        (r#"{"requestId":"cut"#.to_owned(), "requestId"),
+        (
+            r#"{"action":"x","requestId":7}"#.to_owned(),
+            "`requestId` must be a string",
+        ),
+        (
+            format!(r#"{{"action":"x","requestId":"{long}"}}"#),
+            "requestId is 257 bytes",
+        ),
+    ] {
+        ann.send(&text).await;
+        let error = ann.recv_action("__error").await;
+        assert!(error.get("requestId").is_none(), "{error}");
+        assert_eq!(error["message"]["code"], "invalid_envelope", "{error}");
+        let detail = error["message"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(why), "{detail} lacks {why}");
+    }
     nothing_more(&server, &mut [&mut ann]).await;
 }
 
