@@ -148,7 +148,7 @@ async fn serve_as<S>(
         session.event("__disconnect", &about);
         session.finish().await;
     }
-    // Not held across the callback: a socket task's size is its largest await point's.
+    // Its line and forwarder are freed before the application's callback, which may take long.
     drop(session);
     // Before the permit: shutdown waits for the permits, and so for the callback.
     disconnected.fire(ending).await;
