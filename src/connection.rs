@@ -25,6 +25,7 @@ use crate::identity::{CloseAtOnce, Identity};
 use crate::inbound::{self, PING};
 use crate::info::ConnectionInfo;
 use crate::mailbox::Mailbox;
+use crate::meters;
 use crate::node::Outbox;
 use crate::notice::{notice, Kind};
 use crate::pace::Pace;
@@ -97,6 +98,7 @@ async fn serve_as<S>(
         return;
     };
     tracing::debug!(groups = ?identity.groups, "socket open");
+    meters::opened(hub.local_connection_count());
     let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone())
         .with_data_of(identity.data.clone());
     if let Some(on_connect) = &config.on_connect {
@@ -135,6 +137,7 @@ async fn serve_as<S>(
     let ending = session.run(&mut socket, &mailbox).await;
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
+    meters::closed(ending, hub.local_connection_count());
     end(&mut socket, ending).await;
     tracing::Span::current().record("closed", ending.as_str());
     if ending.is_for_cause() {
@@ -413,19 +416,19 @@ impl Session {
     /// Tells the client that a message of its was refused or failed, and the operator, within
     /// the log's allowance: at `info` what the client caused, at `warn` what the application did
     /// not answer.
-    fn refuse(&self, code: &str, detail: &str, request_id: Option<&str>) {
-        match code {
-            "invalid_envelope" => notice!(self.hub, Kind::Invalid, info, code, detail, "refused"),
-            "rate_limited" => notice!(self.hub, Kind::RateLimited, info, code, "refused"),
-            "forbidden" => notice!(self.hub, Kind::Forbidden, info, code, detail, "refused"),
-            _ => notice!(
-                self.hub,
-                Kind::Forward,
-                warn,
-                code,
-                detail,
-                "a forward failed"
-            ),
+    fn refuse(&self, code: &'static str, detail: &str, request_id: Option<&str>) {
+        let kind = match code {
+            "invalid_envelope" => Kind::Invalid,
+            "rate_limited" => Kind::RateLimited,
+            "forbidden" => Kind::Forbidden,
+            _ => Kind::Forward,
+        };
+        if kind == Kind::Forward {
+            meters::forward_failed(code);
+            notice!(self.hub, kind, warn, code, detail, "a forward failed");
+        } else {
+            meters::message_refused(code);
+            notice!(self.hub, kind, info, code, detail, "refused");
         }
         self.answers.error(code, detail, request_id);
     }

@@ -16,6 +16,7 @@ use crate::connection::{self, Link};
 use crate::forward::Call;
 use crate::hub::{Hub, Unavailable};
 use crate::identity::{CloseAtOnce, Identity, IdentityResolver};
+use crate::meters;
 use crate::notice::{notice, Kind};
 
 /// Whether a request asks for a WebSocket. Anything else on the socket path is the application's.
@@ -222,11 +223,13 @@ pub(crate) fn accept<B>(
                     Err(refusal) => match refusal.extensions().get::<CloseAtOnce>() {
                         Some(close) => {
                             let (code, why) = (close.code, "identity resolver refused by closing");
+                            meters::upgrade_refused(code);
                             notice!(hub, Kind::Identity, info, code, why);
                             start(hub, Err(close.clone()))
                         }
                         None => {
                             let status = refusal.status().as_u16();
+                            meters::upgrade_refused(status);
                             notice!(
                                 hub,
                                 Kind::Identity,
@@ -254,6 +257,7 @@ enum Who<'a> {
 /// Refuses an upgrade, and tells the operator within the log's allowance.
 fn refused(hub: &Hub, refusal: Refusal) -> Answer {
     let status = refusal.status().as_u16();
+    meters::upgrade_refused(status);
     notice!(hub, Kind::Upgrade, info, status, %refusal, "upgrade refused");
     Answer::Now(refusal.response())
 }

@@ -67,6 +67,7 @@ mod info;
 mod layer;
 mod mailbox;
 mod membership;
+mod meters;
 mod node;
 mod notice;
 mod pace;

@@ -23,6 +23,7 @@ use crate::error::HubError;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::{Identity, IdentityResolver};
+use crate::meters;
 use crate::node::{Node, Outbox, Registration, Routed};
 use crate::notice::Notices;
 use crate::websocket::Frame;
@@ -169,6 +170,7 @@ impl Hub {
     }
 
     pub(crate) fn from_config(#[allow(unused_mut)] mut config: Config) -> Self {
+        meters::describe();
         let forwarding = config.forwarding.as_ref();
         let forward_slots = Arc::new(Semaphore::new(forwarding.map_or(1, |f| f.max_concurrent)));
         let forward_client = forwarding
