@@ -6,6 +6,8 @@
 
 mod common;
 
+#[path = "../examples/chat/metrics.rs"]
+mod chat_metrics;
 #[path = "../examples/chat/rooms/mod.rs"]
 #[allow(dead_code)] // the cluster's parts: tests/cluster.rs and e2e/cluster.test.mjs run them
 mod rooms;
@@ -659,4 +661,49 @@ async fn private_messages_go_to_one_user_in_the_room() {
     let line = chat_line(&mut bob).await;
     assert_eq!((&line["user"], &line["to"]), (&json!("bob"), &json!("bob")));
     heard_nothing(&server, &mut [&mut ann]).await;
+}
+
+/// The chat's `/metrics` is Prometheus's text format, as a Prometheus parser reads it, with the
+/// hub's series: a socket open, and a message the handler refused.
+#[tokio::test]
+async fn metrics_are_served_as_prometheus_reads_them() {
+    let recorder = chat_metrics::recorder();
+    let handle = recorder.handle();
+    // This thread's recorder: the test's runtime runs the server on this thread.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let hub = rooms::hub();
+    let router = rooms::router_on(&hub, rooms::Store::default()).merge(chat_metrics::route(handle));
+    let server = TestServer::serve(hub, router).await;
+    let mut ann = enter(&server, "metrics", "ann").await.client;
+    ann.send_json(&json!({"action": "broadcastchatmessage", "message": "   "}))
+        .await;
+    assert_eq!(refused(&mut ann).await, "the message is empty");
+
+    let response = server.get("/metrics", None).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{response:?}"
+    );
+    let lines = response.body.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus's text format");
+    let value = |metric: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| s.value.clone())
+    };
+    use prometheus_parse::Value::{Counter, Gauge};
+    assert_eq!(value("wshub_connections", None), Some(Gauge(1.0)));
+    assert_eq!(
+        value("wshub_connections_opened_total", None),
+        Some(Counter(1.0))
+    );
+    assert_eq!(
+        value("wshub_messages_refused_total", Some(("code", "forbidden"))),
+        Some(Counter(1.0))
+    );
 }

@@ -14,6 +14,7 @@
 //! | `/webconnection` | a minimal page written only against Web Connection's client names (`WebConnectionWebSocket`), talking to the same rooms |
 //! | `/ws` | the sockets; `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | the publish endpoint, with a bearer token |
+//! | `/metrics` | the hub's metrics in Prometheus's text format (docs/operations.md) |
 //! | `/api/logout` | `POST {"user": U}`, same token: logs the user out of the chat on every node; their pages show it and stop reconnecting (close code 4401) |
 //!
 //! ```text
@@ -44,6 +45,7 @@ use axum::{Extension, Json};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing_subscriber::EnvFilter;
 
+mod metrics;
 mod rooms;
 
 #[tokio::main]
@@ -60,8 +62,15 @@ async fn main() -> io::Result<()> {
         _ => (random_token()?, true),
     };
 
+    // Before the hub: what it reports goes to the recorder installed when it reports.
+    let recorder = metrics::recorder();
+    let handle = recorder.handle();
+    if ::metrics::set_global_recorder(recorder).is_err() {
+        eprintln!("a metrics recorder is installed already");
+    }
     let (hub, store) = hub_from_env();
     let router = rooms::router_on(&hub, store)
+        .merge(metrics::route(handle))
         .route("/", get(|| async { Html(include_str!("index.html")) }))
         .route(
             "/webconnection",
