@@ -10,11 +10,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::meters::Buffered;
+
 /// Bytes held for connections, against a limit.
 #[derive(Debug)]
 pub(crate) struct Budget {
     used: AtomicUsize,
     limit: usize,
+    /// What operators see of it.
+    meters: Buffered,
 }
 
 impl Budget {
@@ -22,6 +26,7 @@ impl Budget {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             limit,
+            meters: Buffered::register(limit),
         })
     }
 
@@ -47,6 +52,11 @@ impl Budget {
     pub(crate) fn limit(&self) -> usize {
         self.limit
     }
+
+    /// `bytes` were written to a socket.
+    pub(crate) fn wrote(&self, bytes: usize) {
+        self.meters.written(bytes);
+    }
 }
 
 /// Bytes held against a [`Budget`] until dropped.
@@ -65,14 +75,18 @@ impl Charge {
         }
     }
 
-    /// Holds `bytes` whatever the limit: for frames, whose excess the hub answers by shedding
-    /// the connections furthest behind rather than by refusing to route.
-    pub(crate) fn new(budget: &Arc<Budget>, bytes: usize) -> Self {
+    /// Holds `bytes` whatever the limit.
+    fn new(budget: &Arc<Budget>, bytes: usize) -> Self {
         budget.used.fetch_add(bytes, Ordering::Relaxed);
+        budget.meters.held(bytes);
         Self {
             budget: Arc::clone(budget),
             bytes,
         }
+    }
+
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Holds `bytes` instead of what it held; `false`, holding what it held, when growing would
@@ -92,10 +106,11 @@ impl Charge {
             if grown.is_err() {
                 return false;
             }
+            self.budget.meters.held(more);
         } else {
-            self.budget
-                .used
-                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            let less = self.bytes - bytes;
+            self.budget.used.fetch_sub(less, Ordering::Relaxed);
+            self.budget.meters.released(less);
         }
         self.bytes = bytes;
         true
@@ -105,6 +120,26 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.meters.released(self.bytes);
+    }
+}
+
+/// A frame's hold on a [`Budget`]: its bytes whatever the limit (the hub answers an excess by
+/// shedding the connections furthest behind rather than by refusing to route), and one frame
+/// queued, until the last connection has written or dropped it.
+#[derive(Debug)]
+pub(crate) struct FrameCharge(Charge);
+
+impl FrameCharge {
+    pub(crate) fn new(budget: &Arc<Budget>, bytes: usize) -> Self {
+        budget.meters.frame_queued();
+        Self(Charge::new(budget, bytes))
+    }
+}
+
+impl Drop for FrameCharge {
+    fn drop(&mut self) {
+        self.0.budget.meters.frame_done();
     }
 }
 
@@ -115,14 +150,14 @@ mod tests {
     #[test]
     fn charges_are_released_when_dropped_and_growth_stops_at_the_limit() {
         let budget = Budget::new(100);
-        let frame = Charge::new(&budget, 60);
+        let frame = FrameCharge::new(&budget, 60);
         assert_eq!(budget.used(), 60);
         let mut partial = Charge::none(&budget);
         assert!(partial.resize(40));
         assert!(!partial.resize(41), "past the limit");
         assert_eq!(budget.used(), 100);
         assert_eq!(budget.excess(), None);
-        let over = Charge::new(&budget, 10);
+        let over = FrameCharge::new(&budget, 10);
         assert_eq!(
             budget.excess(),
             Some(10),

@@ -98,7 +98,7 @@ async fn serve_as<S>(
         return;
     };
     tracing::debug!(groups = ?identity.groups, "socket open");
-    meters::opened(hub.local_connection_count());
+    hub.meters().opened();
     let info = ConnectionInfo::new(id, identity.user_id.clone(), identity.groups.clone())
         .with_data_of(identity.data.clone());
     if let Some(on_connect) = &config.on_connect {
@@ -137,7 +137,7 @@ async fn serve_as<S>(
     let ending = session.run(&mut socket, &mailbox).await;
     // Out of routing before the closing handshake, which may take a while.
     drop(registration);
-    meters::closed(ending, hub.local_connection_count());
+    hub.meters().closed(ending);
     end(&mut socket, ending).await;
     tracing::Span::current().record("closed", ending.as_str());
     if ending.is_for_cause() {
@@ -326,6 +326,7 @@ impl Session {
 
     /// Handles a client envelope; `Some` ends the session.
     fn on_text(&mut self, text: &str) -> Option<CloseReason> {
+        self.hub.meters().message_received();
         if let Some(bucket) = &mut self.rate {
             match bucket.take() {
                 Ok(()) => {}

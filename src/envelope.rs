@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
-use crate::budget::{Budget, Charge};
+use crate::budget::{Budget, FrameCharge};
 use crate::websocket::{Frame, HEAD_ROOM};
 
 use crate::error::EnvelopeError;
@@ -323,7 +323,7 @@ impl Envelope {
         buffer.resize(HEAD_ROOM, 0);
         // Writing strings and a raw value into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut buffer, delivered);
-        let charge = Charge::new(budget, buffer.capacity());
+        let charge = FrameCharge::new(budget, buffer.capacity());
         Frame::text(buffer, charge)
     }
 

@@ -158,13 +158,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::{Budget, Charge};
+    use crate::budget::{Budget, FrameCharge};
     use crate::websocket::HEAD_ROOM;
 
     fn frame(text: &str) -> Frame {
         let mut buffer = vec![0; HEAD_ROOM];
         buffer.extend_from_slice(text.as_bytes());
-        Frame::text(buffer, Charge::none(&Budget::unlimited()))
+        Frame::text(buffer, FrameCharge::new(&Budget::unlimited(), 0))
     }
 
     fn taken(mailbox: &Mailbox) -> Vec<Frame> {

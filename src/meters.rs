@@ -1,26 +1,48 @@
 //! The hub's metrics, through the [`metrics`] facade: the application installs the exporter it
 //! already runs (Prometheus, StatsD, OpenTelemetry) and every hub reports to it; without one,
-//! each call is an atomic load. Names and labels follow Prometheus's conventions. One place
-//! names them all, so docs/operations.md and the code cannot disagree.
+//! each report is a branch on a handle that does nothing. Names and labels follow Prometheus's
+//! conventions. One place names them all, so docs/operations.md and the code cannot disagree.
 //!
 //! Why the facade rather than `prometheus-client`: a library should not choose the exporter nor
 //! own a registry the application must find and merge; the facade is what the Rust ecosystem's
 //! exporters plug into.
+//!
+//! What is counted per message or per write goes through handles registered once, when the hub
+//! is built ([`Meters`], [`Buffered`], [`deliveries`], [`written_bytes`]): a report is then one
+//! atomic add in the exporter, with no lookup by name. So the recorder must be installed before
+//! the hub is built. Rare events with a label (a close's reason, a refusal's code) look their
+//! series up when they happen.
+//!
+//! Gauges move by increments, never by `set`: two hubs in one process (tests do it) add up
+//! instead of overwriting each other.
 
-use ::metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use std::time::Duration;
+
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
 
 use crate::closing::CloseReason;
 
-/// Sockets open on this node.
 const CONNECTIONS: &str = "wshub_connections";
 const OPENED: &str = "wshub_connections_opened_total";
 const CLOSED: &str = "wshub_connections_closed_total";
 const UPGRADES_REFUSED: &str = "wshub_upgrades_refused_total";
+const MESSAGES_RECEIVED: &str = "wshub_messages_received_total";
 const MESSAGES_REFUSED: &str = "wshub_messages_refused_total";
+const ENVELOPES_SENT: &str = "wshub_envelopes_sent_total";
+const DELIVERIES: &str = "wshub_deliveries_total";
+const WRITTEN_BYTES: &str = "wshub_written_bytes_total";
+const BUFFERED_BYTES: &str = "wshub_buffered_bytes";
+const BUFFERED_LIMIT: &str = "wshub_buffered_bytes_limit";
+const QUEUED_FRAMES: &str = "wshub_queued_frames";
+const FORWARD_DURATION: &str = "wshub_forward_duration_seconds";
 const FORWARDS_FAILED: &str = "wshub_forwards_failed_total";
+const PUBLISH_REQUESTS: &str = "wshub_publish_requests_total";
 
 /// Describes the metrics to the installed recorder (units and help texts); idempotent.
-pub(crate) fn describe() {
+fn describe() {
     describe_gauge!(CONNECTIONS, Unit::Count, "Sockets open on this node.");
     describe_counter!(OPENED, Unit::Count, "Sockets opened since the hub started.");
     describe_counter!(
@@ -34,32 +56,186 @@ pub(crate) fn describe() {
         "WebSocket upgrades refused, by HTTP status (label `status`)."
     );
     describe_counter!(
+        MESSAGES_RECEIVED,
+        Unit::Count,
+        "Messages (text frames) read from clients, before they are checked."
+    );
+    describe_counter!(
         MESSAGES_REFUSED,
         Unit::Count,
         "Client messages refused, by the code of their __error (label `code`)."
+    );
+    describe_counter!(
+        ENVELOPES_SENT,
+        Unit::Count,
+        "Envelopes this node routed: relayed by clients, answered by forwards, published, or \
+         sent by the application."
+    );
+    describe_counter!(
+        DELIVERIES,
+        Unit::Count,
+        "Envelopes queued to sockets on this node, one per recipient socket (envelopes from \
+         other nodes included)."
+    );
+    describe_counter!(
+        WRITTEN_BYTES,
+        Unit::Bytes,
+        "Bytes written to sockets, frame headers and control frames included."
+    );
+    describe_gauge!(
+        BUFFERED_BYTES,
+        Unit::Bytes,
+        "Bytes held for sockets: frames not yet written to every recipient, and client \
+         messages still arriving. What max_buffered_bytes bounds."
+    );
+    describe_gauge!(
+        BUFFERED_LIMIT,
+        Unit::Bytes,
+        "max_buffered_bytes: past it, the sockets furthest behind are closed (overloaded)."
+    );
+    describe_gauge!(
+        QUEUED_FRAMES,
+        Unit::Count,
+        "Envelopes (frames) waiting to be written to at least one socket."
+    );
+    describe_histogram!(
+        FORWARD_DURATION,
+        Unit::Seconds,
+        "Time from a client's message being forwarded to the application's answer (or the \
+         timeout), waiting for a place among the forwards in flight included."
     );
     describe_counter!(
         FORWARDS_FAILED,
         Unit::Count,
         "Forwards the application did not answer well or in time (label `code`)."
     );
+    describe_counter!(
+        PUBLISH_REQUESTS,
+        Unit::Count,
+        "Requests to the publish endpoint, by the status of the answer (label `status`)."
+    );
 }
 
-/// A socket opened; `open` is how many are open on this node now.
-pub(crate) fn opened(open: usize) {
-    counter!(OPENED).increment(1);
-    connections(open);
+/// The handles a hub reports through on its busy paths, registered when it is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Meters {
+    connections: Gauge,
+    opened: Counter,
+    messages_received: Counter,
+    envelopes_sent: Counter,
+    forward_duration: Histogram,
 }
 
-/// A socket closed, for `reason`; `open` is how many are still open on this node.
-pub(crate) fn closed(reason: CloseReason, open: usize) {
-    counter!(CLOSED, "reason" => reason.as_str()).increment(1);
-    connections(open);
+impl Meters {
+    pub(crate) fn register() -> Self {
+        describe();
+        Self {
+            connections: gauge!(CONNECTIONS),
+            opened: counter!(OPENED),
+            messages_received: counter!(MESSAGES_RECEIVED),
+            envelopes_sent: counter!(ENVELOPES_SENT),
+            forward_duration: histogram!(FORWARD_DURATION),
+        }
+    }
+
+    /// A socket opened.
+    pub(crate) fn opened(&self) {
+        self.opened.increment(1);
+        self.connections.increment(1.0);
+    }
+
+    /// A socket that [opened](Self::opened) closed, for `reason`.
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        counter!(CLOSED, "reason" => reason.as_str()).increment(1);
+        self.connections.decrement(1.0);
+    }
+
+    /// A client's message was read.
+    pub(crate) fn message_received(&self) {
+        self.messages_received.increment(1);
+    }
+
+    /// `count` envelopes were routed.
+    pub(crate) fn envelopes_sent(&self, count: usize) {
+        self.envelopes_sent.increment(count as u64);
+    }
+
+    /// Where a forward's duration goes.
+    pub(crate) fn forward_duration(&self) -> ForwardClock {
+        ForwardClock(self.forward_duration.clone())
+    }
 }
 
-fn connections(open: usize) {
-    // Counts of sockets are far below 2^53: exact as an f64.
-    gauge!(CONNECTIONS).set(open as f64);
+/// Records how long forwards took.
+pub(crate) struct ForwardClock(Histogram);
+
+impl ForwardClock {
+    pub(crate) fn took(&self, duration: Duration) {
+        self.0.record(duration.as_secs_f64());
+    }
+}
+
+/// The node's deliveries: envelopes queued to its sockets.
+pub(crate) fn deliveries() -> Counter {
+    counter!(DELIVERIES)
+}
+
+/// What the memory budget holds, bytes and frames, against the budget's limit while it lives;
+/// and what leaves it, bytes written to sockets (reported through the budget, which every
+/// socket already reaches, rather than through a handle of its own on each socket).
+#[derive(Debug)]
+pub(crate) struct Buffered {
+    bytes: Gauge,
+    frames: Gauge,
+    limit: Gauge,
+    limit_bytes: f64,
+    written: Counter,
+}
+
+impl Buffered {
+    pub(crate) fn register(limit: usize) -> Self {
+        // A limit of `usize::MAX` (a budget outside any hub) is not an operator's setting.
+        let limit_bytes = if limit == usize::MAX {
+            0.0
+        } else {
+            limit as f64
+        };
+        let limit = gauge!(BUFFERED_LIMIT);
+        limit.increment(limit_bytes);
+        Self {
+            bytes: gauge!(BUFFERED_BYTES),
+            frames: gauge!(QUEUED_FRAMES),
+            limit,
+            limit_bytes,
+            written: counter!(WRITTEN_BYTES),
+        }
+    }
+
+    pub(crate) fn written(&self, bytes: usize) {
+        self.written.increment(bytes as u64);
+    }
+
+    pub(crate) fn held(&self, bytes: usize) {
+        self.bytes.increment(bytes as f64);
+    }
+
+    pub(crate) fn released(&self, bytes: usize) {
+        self.bytes.decrement(bytes as f64);
+    }
+
+    pub(crate) fn frame_queued(&self) {
+        self.frames.increment(1.0);
+    }
+
+    pub(crate) fn frame_done(&self) {
+        self.frames.decrement(1.0);
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.limit.decrement(self.limit_bytes);
+    }
 }
 
 /// An upgrade was refused with `status`.
@@ -76,3 +252,9 @@ pub(crate) fn message_refused(code: &'static str) {
 pub(crate) fn forward_failed(code: &'static str) {
     counter!(FORWARDS_FAILED, "code" => code).increment(1);
 }
+
+/// The publish endpoint answered with `status`.
+pub(crate) fn publish_answered(status: u16) {
+    counter!(PUBLISH_REQUESTS, "status" => status.to_string()).increment(1);
+}
+

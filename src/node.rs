@@ -20,6 +20,7 @@ use crate::identity::Identity;
 use crate::info::ConnectionInfo;
 use crate::mailbox::{Mailbox, Refused};
 use crate::membership::{Change, Scope, Watch};
+use crate::meters;
 use crate::registry::{Member, Registry};
 use crate::routing::{for_each_target, EmptyRecipients};
 use crate::websocket::Frame;
@@ -40,6 +41,8 @@ pub(crate) struct Node {
     /// The data of the connections that have some, beside the registry rather than in it: a
     /// member stays one cache line, which fan-out reads for every recipient.
     data: RwLock<HashMap<ConnectionId, Data>>,
+    /// Counts what `deliver` queues.
+    deliveries: metrics::Counter,
 }
 
 /// The way into a connection's socket task.
@@ -136,6 +139,7 @@ impl Node {
             budget: Budget::new(max_buffered_bytes),
             last_shed: Mutex::new(None),
             data: RwLock::default(),
+            deliveries: meters::deliveries(),
         }
     }
 
@@ -160,6 +164,7 @@ impl Node {
             }
         });
         drop(registry);
+        self.deliveries.increment(routed.delivered as u64);
         drop(frame);
         if let Some(excess) = self.budget.excess() {
             self.shed(excess);

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
@@ -179,14 +180,18 @@ impl Pipeline {
         let slots = hub.forward_slots().clone();
         let timeout = config.timeout;
         let limits = hub.config().fields;
+        let clock = hub.meters().forward_duration();
         Some(Box::pin(
             async move {
+                let started = Instant::now();
                 let answered = async {
                     // The place is held until the answer is read, bounding forwards in flight.
                     let _place = slots.acquire_owned().await;
                     call.await
                 };
-                match tokio::time::timeout(timeout, answered).await {
+                let answer = tokio::time::timeout(timeout, answered).await;
+                clock.took(started.elapsed());
+                match answer {
                     Ok(Ok(response)) if response.status() == http::StatusCode::NOT_FOUND => {
                         match misplaced {
                             Some(hint) => Outcome::failed("forward_failed", hint),

@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use crate::envelope::Envelope;
 use crate::hub::Hub;
+use crate::meters;
 use crate::pace::Pace;
 
 /// The publish endpoint before it has been told how to authenticate; not yet a service.
@@ -121,7 +122,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.publish(request).await) })
+        Box::pin(async move {
+            let response = this.publish(request).await;
+            meters::publish_answered(response.status().as_u16());
+            Ok(response)
+        })
     }
 }
 

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::budget::{Budget, Charge};
+use crate::budget::{Budget, FrameCharge};
 use crate::envelope::{Recipient, RecipientKind};
 use crate::id::ConnectionId;
 use crate::node::Operation;
@@ -188,7 +188,7 @@ pub(crate) fn decode(message: Vec<u8>, budget: &Arc<Budget>) -> Result<Message, 
             Ok(Recipient { kind, value })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let charge = Charge::new(budget, message.capacity());
+    let charge = FrameCharge::new(budget, message.capacity());
     let frame = Frame::received(message, recipients_end + 1, charge)
         .ok_or(Malformed("not one whole text frame"))?;
     Ok(Message::Envelope(Incoming {

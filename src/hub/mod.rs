@@ -23,7 +23,7 @@ use crate::error::HubError;
 use crate::forward::{self, Call, Target};
 use crate::id::ConnectionId;
 use crate::identity::{Identity, IdentityResolver};
-use crate::meters;
+use crate::meters::Meters;
 use crate::node::{Node, Outbox, Registration, Routed};
 use crate::notice::Notices;
 use crate::websocket::Frame;
@@ -56,6 +56,8 @@ struct Inner {
     forward_slots: Arc<Semaphore>,
     /// How many refusals and closes for cause are logged a second, of each kind.
     notices: Notices,
+    /// Its metrics' handles.
+    meters: Meters,
     /// The pooled client for an external forward URL.
     forward_client: Option<Client<HttpConnector, Full<Bytes>>>,
     /// This node's part in a cluster, when it is one.
@@ -170,7 +172,7 @@ impl Hub {
     }
 
     pub(crate) fn from_config(#[allow(unused_mut)] mut config: Config) -> Self {
-        meters::describe();
+        let meters = Meters::register();
         let forwarding = config.forwarding.as_ref();
         let forward_slots = Arc::new(Semaphore::new(forwarding.map_or(1, |f| f.max_concurrent)));
         let forward_client = forwarding
@@ -197,6 +199,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 forward_slots,
                 notices: Notices::default(),
+                meters,
                 forward_client,
                 node,
                 #[cfg(feature = "cluster")]
@@ -229,6 +232,7 @@ impl Hub {
     /// Routes like [`send`](Self::send), and says which targets are behind: more than half their
     /// bound pending, so that a producer that can wait for them (`Pace::catch_up`) does.
     pub(crate) fn route(&self, envelope: &Envelope) -> Routed {
+        self.inner.meters.envelopes_sent(1);
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             let frame = self.frame(envelope);
@@ -270,6 +274,7 @@ impl Hub {
             tally.tickets = cluster.publish_confirmed(sent).await?;
         }
         let _ = tally;
+        self.inner.meters.envelopes_sent(envelopes.len());
         Ok(frames)
     }
 
@@ -373,6 +378,10 @@ impl Hub {
 
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub(crate) fn meters(&self) -> &Meters {
+        &self.inner.meters
     }
 
     pub(crate) fn notices(&self) -> &Notices {

@@ -6,7 +6,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::budget::Charge;
+use crate::budget::FrameCharge;
 
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
 pub(crate) const OP_TEXT: u8 = 0x1;
@@ -32,7 +32,7 @@ impl Frame {
     /// A text frame from `buffer`, whose first [`HEAD_ROOM`] bytes are room for the header and
     /// the rest the payload. `charge` holds the buffer against the hub's budget while any
     /// connection still holds the frame.
-    pub(crate) fn text(mut buffer: Vec<u8>, charge: Charge) -> Self {
+    pub(crate) fn text(mut buffer: Vec<u8>, charge: FrameCharge) -> Self {
         let payload = buffer.len().saturating_sub(HEAD_ROOM);
         let (header, len) = header(OP_TEXT, payload);
         let start = HEAD_ROOM - len;
@@ -47,7 +47,7 @@ impl Frame {
     /// A text frame another node built, at `buffer[start..]`, if it is one whole unmasked
     /// text frame: what the hub sends, not trusted to be so because it came over the network.
     #[cfg(feature = "cluster")]
-    pub(crate) fn received(buffer: Vec<u8>, start: usize, charge: Charge) -> Option<Self> {
+    pub(crate) fn received(buffer: Vec<u8>, start: usize, charge: FrameCharge) -> Option<Self> {
         let frame = buffer.get(start..)?;
         let (&[first, second], rest) = frame.split_first_chunk::<2>()?;
         if first != FIN | OP_TEXT || second & 0x80 != 0 {
@@ -124,7 +124,7 @@ impl fmt::Debug for Frame {
 struct Charged {
     buffer: Vec<u8>,
     start: usize,
-    _charge: Charge,
+    _charge: FrameCharge,
 }
 
 impl AsRef<[u8]> for Charged {
@@ -160,7 +160,9 @@ mod tests {
         let budget = Budget::unlimited();
         let mut buffer = vec![0; HEAD_ROOM];
         buffer.extend_from_slice(payload);
-        Frame::text(buffer, Charge::none(&budget)).bytes().to_vec()
+        Frame::text(buffer, FrameCharge::new(&budget, 0))
+            .bytes()
+            .to_vec()
     }
 
     #[test]
@@ -192,7 +194,7 @@ mod tests {
         let budget = Budget::new(1 << 20);
         let mut buffer = vec![0; HEAD_ROOM];
         buffer.extend_from_slice(b"payload");
-        let charge = Charge::new(&budget, buffer.capacity());
+        let charge = FrameCharge::new(&budget, buffer.capacity());
         let frame = Frame::text(buffer, charge);
         let clone = frame.clone();
         drop(frame);

@@ -236,6 +236,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
                 }
             };
             self.advance(n);
+            self.inbound.budget().wrote(n);
             self.stall.progressed();
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
