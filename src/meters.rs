@@ -258,3 +258,161 @@ pub(crate) fn publish_answered(status: u16) {
     counter!(PUBLISH_REQUESTS, "status" => status.to_string()).increment(1);
 }
 
+/// A cluster node's traffic through Redis and its health there (feature `cluster`).
+#[cfg(feature = "cluster")]
+pub(crate) mod backplane {
+    use std::time::Duration;
+
+    use ::metrics::{
+        counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+        Gauge, Histogram, Unit,
+    };
+
+    const PUBLISHED: &str = "wshub_cluster_published_total";
+    const RECEIVED: &str = "wshub_cluster_received_total";
+    const DROPPED: &str = "wshub_cluster_dropped_total";
+    const GAPS: &str = "wshub_cluster_gaps_total";
+    const LAG: &str = "wshub_cluster_receive_lag_seconds";
+    const NODES: &str = "wshub_cluster_nodes";
+    const UP: &str = "wshub_cluster_up";
+    const REDIS_ERRORS: &str = "wshub_cluster_redis_errors_total";
+
+    /// Which of the node's dealings with Redis failed.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Task {
+        /// Sending envelopes, counts and operations to other nodes.
+        Publisher,
+        /// Receiving them.
+        Subscriber,
+        /// Writing this node's groups, users and connection records.
+        Interest,
+        /// Beating, and removing dead nodes.
+        Heartbeat,
+    }
+
+    impl Task {
+        const ALL: [Task; 4] = [
+            Task::Publisher,
+            Task::Subscriber,
+            Task::Interest,
+            Task::Heartbeat,
+        ];
+
+        fn as_str(self) -> &'static str {
+            match self {
+                Task::Publisher => "publisher",
+                Task::Subscriber => "subscriber",
+                Task::Interest => "interest",
+                Task::Heartbeat => "heartbeat",
+            }
+        }
+    }
+
+    fn describe() {
+        describe_counter!(
+            PUBLISHED,
+            Unit::Count,
+            "Messages this node published to Redis for other nodes (envelopes, counts, operations)."
+        );
+        describe_counter!(
+            RECEIVED,
+            Unit::Count,
+            "Envelopes from other nodes this node received and routed."
+        );
+        describe_counter!(
+            DROPPED,
+            Unit::Count,
+            "Messages for other nodes that were not sent: Redis was unreachable, failed, or the \
+             queue to it was full."
+        );
+        describe_counter!(
+            GAPS,
+            Unit::Count,
+            "Times the subscription to Redis was lost and came back: what other nodes sent \
+             meanwhile was missed."
+        );
+        describe_histogram!(
+            LAG,
+            Unit::Seconds,
+            "How long a probe this node publishes at each heartbeat takes to come back through \
+             its subscription: Redis's delay plus the backlog of this node's subscriber."
+        );
+        describe_gauge!(
+            NODES,
+            Unit::Count,
+            "Nodes alive in the cluster (beating within the dead-after time), as of the last \
+             heartbeat."
+        );
+        describe_gauge!(
+            UP,
+            Unit::Count,
+            "1 while this node is subscribed to Redis and can publish to it, else 0."
+        );
+        describe_counter!(
+            REDIS_ERRORS,
+            Unit::Count,
+            "Redis commands and connections that failed or timed out, by the task (label `task`)."
+        );
+    }
+
+    /// The handles of a cluster node's series.
+    #[derive(Debug)]
+    pub(crate) struct Backplane {
+        published: Counter,
+        received: Counter,
+        dropped: Counter,
+        gaps: Counter,
+        lag: Histogram,
+        nodes: Gauge,
+        up: Gauge,
+        errors: [Counter; 4],
+    }
+
+    impl Backplane {
+        pub(crate) fn register() -> Self {
+            describe();
+            Self {
+                published: counter!(PUBLISHED),
+                received: counter!(RECEIVED),
+                dropped: counter!(DROPPED),
+                gaps: counter!(GAPS),
+                lag: histogram!(LAG),
+                nodes: gauge!(NODES),
+                up: gauge!(UP),
+                errors: Task::ALL.map(|task| counter!(REDIS_ERRORS, "task" => task.as_str())),
+            }
+        }
+
+        pub(crate) fn published(&self, count: usize) {
+            self.published.increment(count as u64);
+        }
+
+        pub(crate) fn received(&self) {
+            self.received.increment(1);
+        }
+
+        pub(crate) fn dropped(&self, count: usize) {
+            self.dropped.increment(count as u64);
+        }
+
+        pub(crate) fn gap(&self) {
+            self.gaps.increment(1);
+        }
+
+        pub(crate) fn lag(&self, lag: Duration) {
+            self.lag.record(lag.as_secs_f64());
+        }
+
+        pub(crate) fn nodes(&self, alive: usize) {
+            self.nodes.set(alive as f64);
+        }
+
+        pub(crate) fn up(&self, up: bool) {
+            self.up.set(if up { 1.0 } else { 0.0 });
+        }
+
+        pub(crate) fn redis_error(&self, task: Task) {
+            self.errors[task as usize].increment(1);
+        }
+    }
+}

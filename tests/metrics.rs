@@ -283,3 +283,68 @@ async fn traffic_and_what_waits_for_sockets_are_measured() {
     .await;
 }
 
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_cluster_nodes_traffic_and_health_in_redis_are_measured() {
+    use common::cluster::{node_of, Node, Redis};
+    use common::envelope;
+
+    let mut redis = Redis::start().await;
+    // Another node, a process of its own, reporting nowhere.
+    let other = Node::start(&redis).await;
+    let readings = Readings::default();
+    let _guard = metrics::set_default_local_recorder(&readings);
+    let cluster = wshub::RedisCluster::new(&redis.url()).expect("a Redis URL");
+    let hub = Hub::builder().cluster(cluster).build();
+    let server = TestServer::serve(hub.clone(), Router::new()).await;
+    until("this node up in a cluster of two", || {
+        readings.gauge("wshub_cluster_up") == 1.0 && readings.gauge("wshub_cluster_nodes") == 2.0
+    })
+    .await;
+
+    let mut ann = server.connect("?userId=ann").await;
+    let mut bob = other.connect("?userId=bob").await;
+    redis.until_member("wshub:u:ann", node_of(&ann.id)).await;
+    redis.until_member("wshub:u:bob", node_of(&bob.id)).await;
+    // Out through Redis, and in from the other node.
+    hub.send(&Envelope::new("out").to(Recipient::user("bob")));
+    bob.recv_action("out").await;
+    until("the envelope published to be counted", || {
+        readings.counter("wshub_cluster_published_total") >= 1
+    })
+    .await;
+    let back = envelope("in", json!(1), json!([{"type": "user", "value": "ann"}]));
+    let response = other
+        .post("/api/publish", Some(common::TOKEN), &back.to_string())
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    ann.recv_action("in").await;
+    assert_eq!(readings.counter("wshub_cluster_received_total"), 1);
+    // Each heartbeat's probe comes back through the subscription.
+    until("a probe to come back", || {
+        !readings
+            .samples("wshub_cluster_receive_lag_seconds")
+            .is_empty()
+    })
+    .await;
+    let lags = readings.samples("wshub_cluster_receive_lag_seconds");
+    assert!(
+        lags.iter().all(|&lag| (0.0..5.0).contains(&lag)),
+        "{lags:?}"
+    );
+
+    // Redis dies: errors, and the node says it is down; back, after a gap.
+    assert_eq!(readings.counter("wshub_cluster_gaps_total"), 0);
+    redis.kill().await;
+    until("the subscriber to fail and the node to be down", || {
+        readings.counter("wshub_cluster_redis_errors_total{task=subscriber}") >= 1
+            && readings.gauge("wshub_cluster_up") == 0.0
+    })
+    .await;
+    let _redis = Redis::start_on(redis.port).await;
+    until("the node to be up again after one gap", || {
+        readings.counter("wshub_cluster_gaps_total") == 1
+            && readings.gauge("wshub_cluster_up") == 1.0
+    })
+    .await;
+}

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::interest::Interest;
 use super::records::FORGET_FN;
+use super::wire;
 use super::{Backoff, Link};
+use crate::meters::backplane::Task;
 use crate::node::Node;
 
 /// How many dead nodes one beat removes, and how many connection records of each (a script
@@ -24,8 +26,9 @@ const RECORDS_AT_MOST: usize = 2000;
 /// Beats, reaps dead nodes, and removes this node's entry in the set of nodes.
 ///
 /// ARGV: prefix, this node, how long (ms) since its last beat a node is dead, how many nodes and
-/// how many records of each to remove. Returns `{this node was known and alive before this beat
-/// (1 or 0), Redis's time (ms), removed ids...}`. Needs `records::FORGET_FN` before it.
+/// how many records of each to remove, and a probe to publish to this node's inbox. Returns
+/// `{this node was known and alive before this beat (1 or 0), Redis's time (ms), nodes alive,
+/// removed ids...}`. Needs `records::FORGET_FN` before it.
 const BEAT: &str = r"
 local prefix, node = ARGV[1], ARGV[2]
 local dead_after, most, records = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -35,7 +38,9 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local last = redis.call('ZSCORE', nodes, node)
 local alive = last and (now - tonumber(last)) <= dead_after
 redis.call('ZADD', nodes, now, node)
-local result = {alive and 1 or 0, now}
+redis.call('PUBLISH', prefix .. ':n:' .. node, ARGV[6])
+local live = redis.call('ZCOUNT', nodes, now - dead_after, '+inf')
+local result = {alive and 1 or 0, now, live}
 if alive then
   local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - dead_after - 1, 'LIMIT', 0, most)
   for _, gone in ipairs(dead) do
@@ -128,6 +133,7 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
                     backoff.reset();
                 }
                 Err(e) => {
+                    link.health.redis_error(Task::Heartbeat);
                     tracing::debug!(error = %e, "cannot reach Redis to beat");
                     backoff.wait().await;
                     continue;
@@ -143,7 +149,8 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
             .arg(link.id.to_string())
             .arg(pulse.dead_after.as_millis() as u64)
             .arg(REAP_AT_MOST)
-            .arg(RECORDS_AT_MOST);
+            .arg(RECORDS_AT_MOST)
+            .arg(wire::encode_probe(link.id, link.health.probe_time()));
         let sent = Clock::local_ms();
         let beat = tokio::time::timeout(
             link.timings.command_timeout,
@@ -158,6 +165,7 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".to_owned(),
                 };
+                link.health.redis_error(Task::Heartbeat);
                 tracing::debug!(error = %why, "a heartbeat failed");
                 connection = None;
                 continue;
@@ -168,6 +176,9 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
             // Redis read its clock about halfway through the round trip.
             link.clock.set(*now - (sent + received) / 2);
         }
+        if let Some(redis::Value::Int(live)) = result.get(2) {
+            link.health.nodes(usize::try_from(*live).unwrap_or(0));
+        }
         if !alive && was_alive {
             // New, or back after being taken for dead: the others may have removed this
             // node's membership.
@@ -176,7 +187,7 @@ pub(crate) async fn run(node: Weak<Node>, interest: Arc<Interest>, pulse: Pulse,
         was_alive = alive;
         let reaped: Vec<String> = result
             .iter()
-            .skip(2)
+            .skip(3)
             .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
             .collect();
         if !reaped.is_empty() {

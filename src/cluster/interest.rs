@@ -16,6 +16,7 @@ use super::records::Scripts;
 use super::{Backoff, Link};
 use crate::id::ConnectionId;
 use crate::membership::{Change, Scope, Watch};
+use crate::meters::backplane::Task;
 use crate::node::Node;
 
 /// A group (`true`) or a user (`false`), owned.
@@ -163,6 +164,7 @@ pub(crate) async fn run(interest: Arc<Interest>, node: Weak<Node>, link: Link) {
                     });
                 }
                 Err(e) => {
+                    link.health.redis_error(Task::Interest);
                     tracing::debug!(error = %e, "writing this node's membership to Redis failed; will retry");
                     connection = None;
                     interest.put_back(pending);

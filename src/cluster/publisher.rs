@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::wire::NodeId;
 use super::{Backoff, Link};
+use crate::meters::backplane::Task;
 
 /// What may wait for Redis, in message bytes: past it, envelopes for other nodes are dropped
 /// (and counted) rather than held while Redis is slow or away.
@@ -193,6 +194,7 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
                     }
                 }
                 Err(e) => {
+                    link.health.redis_error(Task::Publisher);
                     if link.health.set_writing(false) {
                         tracing::warn!(error = %e, "cannot reach Redis to publish: envelopes for other nodes are dropped until it is back");
                     }
@@ -207,6 +209,7 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
                 // not find out by being lost (after a Redis restart, say).
                 () = tokio::time::sleep(link.timings.ping_every) => {
                     if !answers(connection.as_mut(), &link).await {
+                        link.health.redis_error(Task::Publisher);
                         tracing::debug!("the publishing connection to Redis stopped answering");
                         link.health.set_writing(false);
                         connection = None;
@@ -260,6 +263,7 @@ pub(crate) async fn run(mut queue: Queue, link: Link) {
             link.tallies.failed(ticket);
         }
         link.health.set_writing(false);
+        link.health.redis_error(Task::Publisher);
         tracing::warn!(error = %why, "publishing to Redis failed");
         link.health.dropped(count, "publishing to Redis failed");
         connection = None;
@@ -295,6 +299,7 @@ fn settle(bundle: Bundle, result: &redis::Value, link: &Link) {
         }
         return;
     };
+    link.health.published(bundle.parts.len());
     // A broadcast reaches every subscriber, this node's too, which ignores it.
     let own = usize::from(link.health.is_subscribed());
     for (outgoing, reached) in bundle.parts.iter().zip(counts) {

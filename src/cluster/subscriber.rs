@@ -15,6 +15,7 @@ use super::interest::Interest;
 use super::publisher::{Bundle, Outgoing, Publisher, Reach};
 use super::wire::{self, Message, NodeId};
 use super::{Backoff, Link};
+use crate::meters::backplane::Task;
 use crate::node::{Node, Operation};
 use crate::pace::Pace;
 
@@ -54,10 +55,12 @@ pub(crate) async fn run(
                 let Some(why) = ended else {
                     return;
                 };
+                link.health.redis_error(Task::Subscriber);
                 tracing::warn!(why, "lost the Redis subscription: envelopes from other nodes are missed until it is back");
                 missing_since = Some(Instant::now());
             }
             Err(e) => {
+                link.health.redis_error(Task::Subscriber);
                 if missing_since.is_none() {
                     tracing::warn!(error = %e, "cannot subscribe to Redis: envelopes from other nodes are missed until it is back");
                     missing_since = Some(Instant::now());
@@ -128,6 +131,12 @@ fn receive(
 ) {
     let incoming = match wire::decode(payload.to_vec(), node.budget()) {
         Ok(Message::Envelope(incoming)) => incoming,
+        Ok(Message::Probe { origin, sent }) => {
+            if origin == link.id {
+                link.health.probe_returned(sent);
+            }
+            return;
+        }
         Ok(Message::Count {
             origin,
             ticket,
@@ -166,6 +175,7 @@ fn receive(
     if incoming.origin == link.id {
         return;
     }
+    link.health.received();
     let frame = incoming.frame;
     let routed = node.deliver(&incoming.recipients, || frame);
     if let Some(ticket) = incoming.ticket {

@@ -118,9 +118,20 @@ pub(crate) fn encode_count(origin: NodeId, ticket: u64, count: usize) -> Vec<u8>
     format!("{origin} {ticket} {count}").into_bytes()
 }
 
+/// Encodes a probe `origin` sends itself at `sent` (its own clock): the time it takes to come
+/// back is how far behind the node's subscription is.
+pub(crate) fn encode_probe(origin: NodeId, sent: u64) -> Vec<u8> {
+    format!("?{origin} {sent}").into_bytes()
+}
+
 /// A message from another node, decoded.
 #[derive(Debug)]
 pub(crate) enum Message {
+    /// A node's probe of its own subscription.
+    Probe {
+        origin: NodeId,
+        sent: u64,
+    },
     Envelope(Incoming),
     /// An operation on this node's connections, to answer to `ticket`.
     Control {
@@ -152,6 +163,9 @@ pub(crate) struct Malformed(pub(crate) &'static str);
 
 /// Decodes a message, keeping its bytes: the frame is the tail of `message`, charged to `budget`.
 pub(crate) fn decode(message: Vec<u8>, budget: &Arc<Budget>) -> Result<Message, Malformed> {
+    if let Some(probe) = message.strip_prefix(b"?") {
+        return decode_probe(probe);
+    }
     let Some(origin_end) = position(&message, 0) else {
         return decode_count(&message);
     };
@@ -215,6 +229,17 @@ fn decode_count(message: &[u8]) -> Result<Message, Malformed> {
         count: count
             .parse()
             .map_err(|_| Malformed("the count is not a number"))?,
+    })
+}
+
+fn decode_probe(probe: &[u8]) -> Result<Message, Malformed> {
+    let text = std::str::from_utf8(probe).map_err(|_| Malformed("not a probe"))?;
+    let (origin, sent) = text.split_once(' ').ok_or(Malformed("not a probe"))?;
+    Ok(Message::Probe {
+        origin: node_id(origin)?,
+        sent: sent
+            .parse()
+            .map_err(|_| Malformed("the probe's time is not a number"))?,
     })
 }
 
@@ -289,6 +314,21 @@ mod tests {
             panic!("a count")
         };
         assert_eq!((origin, ticket, count), (NodeId(9), 7, 1234));
+    }
+
+    #[test]
+    fn a_probe_round_trips() {
+        let bytes = encode_probe(NodeId(0xfe), 123_456);
+        let Ok(Message::Probe { origin, sent }) = decode(bytes, &Budget::unlimited()) else {
+            panic!("a probe")
+        };
+        assert_eq!((origin, sent), (NodeId(0xfe), 123_456));
+        for bad in [&b"?000000fe"[..], b"?000000fe x", b"?fe 1"] {
+            assert!(
+                decode(bad.to_vec(), &Budget::unlimited()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
