@@ -38,6 +38,11 @@
 //! [`serve`] serves any tower service of hyper's requests, axum or not. With an accept loop of
 //! your own, serve connections with hyper's `serve_connection(..).with_upgrades()` (or
 //! hyper-util's `serve_connection_with_upgrades`), or the upgrade cannot complete.
+//!
+//! The hub reports through the [`metrics`](https://docs.rs/metrics) facade and logs through
+//! `tracing`. Install a metrics recorder (Prometheus's exporter, say) **before** building the
+//! hub: the series it reports per message are registered when it is built. The names, and what to
+//! alert on, are in docs/operations.md.
 
 #![forbid(unsafe_code)]
 
