@@ -1,16 +1,19 @@
 // Takes the README's picture of the chat: docs/chat.png (desktop) and, with --phone, also
-// docs/chat-phone.png. Runs the real chat example on 127.0.0.1 and Debian's Chromium.
+// docs/chat-phone.png; with --status, also docs/status.png, the status page (/status) with two
+// rooms, a few messages and a closed tab. Runs the real chat example on 127.0.0.1 and Debian's
+// Chromium.
 //
-//   node e2e/screenshot.mjs [--phone] [--out DIR]
+//   node e2e/screenshot.mjs [--phone] [--status] [--out DIR]
 //
 // Not a test (node --test e2e/ runs *.test.mjs only): run it by hand when the page's look changes.
 
 import { join } from "node:path";
 
-import { ChatServer, ROOT, joinChat, launchBrowser, say, seeLine, seePeople } from "./harness.mjs";
+import { ChatServer, ROOT, WAIT, joinChat, launchBrowser, say, seeLine, seePeople } from "./harness.mjs";
 
 const args = process.argv.slice(2);
 const phone = args.includes("--phone");
+const status = args.includes("--status");
 const outIndex = args.indexOf("--out");
 const out = outIndex >= 0 ? args[outIndex + 1] : join(ROOT, "docs");
 
@@ -53,6 +56,31 @@ try {
     await dan.waitForTimeout(300); // the drawer's slide, for the picture only
     await dan.screenshot({ path: join(out, "chat-phone-drawer.png") });
     console.log(`wrote ${join(out, "chat-phone.png")} and chat-phone-drawer.png`);
+  }
+
+  if (status) {
+    // A second room, and a visitor who closes the tab.
+    const dan = await joinChat(await browser.newContext(desktop), base, "dan", "design");
+    const eveContext = await browser.newContext(desktop);
+    const eve = await joinChat(eveContext, base, "eve", "design");
+    await say(eve, "New mockups are in the drive.");
+    await seeLine(dan, "New mockups are in the drive.");
+    await eveContext.close();
+    await seePeople(dan, ["dan"]);
+
+    const watcher = await (await browser.newContext(desktop)).newPage();
+    await watcher.goto(`${base}/status`);
+    const closedShown = () => document.querySelector('#closes tr[data-reason="client_closed"]') !== null
+      && document.querySelector('#rooms tr[data-room="design"]') !== null;
+    await watcher.waitForFunction(closedShown, null, { timeout: WAIT, polling: 50 });
+    // Some traffic just before the picture, so that the rates are not all 0.
+    await say(dan, "Looks good, shipping it.");
+    await say(cat, "Lunch at noon?");
+    await seeLine(ann, "Lunch at noon?");
+    const moving = () => Number(document.querySelector('[data-testid="rate-received"]').dataset.value) > 0;
+    await watcher.waitForFunction(moving, null, { timeout: WAIT, polling: 50 });
+    await watcher.screenshot({ path: join(out, "status.png") });
+    console.log(`wrote ${join(out, "status.png")}`);
   }
 } finally {
   await browser?.close();

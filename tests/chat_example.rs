@@ -696,8 +696,29 @@ async fn metrics_are_served_as_prometheus_reads_them() {
             .find(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
             .map(|s| s.value.clone())
     };
-    use prometheus_parse::Value::{Counter, Gauge};
+    use prometheus_parse::Value::{Counter, Gauge, Histogram};
     assert_eq!(value("wshub_connections", None), Some(Gauge(1.0)));
+    // ann's one message, the empty one.
+    assert_eq!(
+        value("wshub_messages_received_total", None),
+        Some(Counter(1.0))
+    );
+    let Some(Histogram(buckets)) = value("wshub_forward_duration_seconds", None) else {
+        panic!(
+            "forward durations as a histogram with buckets: {}",
+            response.body
+        )
+    };
+    let all = buckets
+        .iter()
+        .find(|b| b.less_than == f64::INFINITY)
+        .expect("a +Inf bucket");
+    // Her arrival (`__connect`) and her message.
+    assert_eq!(all.count, 2.0, "two forwards: {buckets:?}");
+    assert!(
+        matches!(value("wshub_deliveries_total", None), Some(Counter(n)) if n >= 1.0),
+        "the room's presence reached ann"
+    );
     assert_eq!(
         value("wshub_connections_opened_total", None),
         Some(Counter(1.0))

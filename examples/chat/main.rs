@@ -15,7 +15,12 @@
 //! | `/ws` | the sockets; `/ws/wshub.js` is the browser client |
 //! | `/api/publish` | the publish endpoint, with a bearer token |
 //! | `/metrics` | the hub's metrics in Prometheus's text format (docs/operations.md) |
+//! | `/status` | a live status page: sockets open, messages, deliveries and envelopes per second, closes by reason, refusals, and who is in each room (`status.rs`) |
+//! | `/api/status` | the rooms that page shows, as JSON: each with its people and sockets |
 //! | `/api/logout` | `POST {"user": U}`, same token: logs the user out of the chat on every node; their pages show it and stop reconnecting (close code 4401) |
+//!
+//! `/metrics`, `/status` and `/api/status` are open: keep the port private, or put them behind
+//! the operator's auth (like `/api/logout`) in production.
 //!
 //! ```text
 //! cargo run --example chat                      # then open http://127.0.0.1:3000 in two tabs
@@ -36,6 +41,7 @@
 
 use std::future::Future;
 use std::io::{self, IsTerminal};
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
@@ -47,6 +53,7 @@ use tracing_subscriber::EnvFilter;
 
 mod metrics;
 mod rooms;
+mod status;
 
 #[tokio::main]
 async fn main() -> io::Result<()> {
@@ -69,8 +76,10 @@ async fn main() -> io::Result<()> {
         eprintln!("a metrics recorder is installed already");
     }
     let (hub, store) = hub_from_env();
-    let router = rooms::router_on(&hub, store)
+    let store = Arc::new(store);
+    let router = rooms::router_on(&hub, Arc::clone(&store))
         .merge(metrics::route(handle))
+        .merge(status::routes(store))
         .route("/", get(|| async { Html(include_str!("index.html")) }))
         .route(
             "/webconnection",

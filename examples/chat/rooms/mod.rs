@@ -101,11 +101,12 @@ fn builder() -> wshub::HubBuilder {
 }
 
 /// The handler's route, with the rooms in `store` as its state; `hub` is the one built by
-/// [`hub`] (or [`clustered`]), which the handler sends presence changes through.
-pub(crate) fn router_on(hub: &Hub, store: Store) -> Router {
+/// [`hub`] (or [`clustered`]), which the handler sends presence changes through. A store shared
+/// (`Arc<Store>`) can be read elsewhere too: the status page counts who is in each room.
+pub(crate) fn router_on(hub: &Hub, store: impl Into<Arc<Store>>) -> Router {
     let chat = Chat {
         hub: hub.clone(),
-        rooms: Arc::new(store),
+        rooms: store.into(),
     };
     Router::new()
         .route(FORWARD_PATH, post(forwarded))

@@ -66,6 +66,11 @@ impl Room {
         self.people.keys().map(String::as_str).collect()
     }
 
+    /// How many sockets are in the room (a user's tabs count one each).
+    pub(crate) fn connection_count(&self) -> usize {
+        self.people.values().map(BTreeSet::len).sum()
+    }
+
     /// Whether nobody is in the room.
     pub(crate) fn is_empty(&self) -> bool {
         self.people.is_empty()
@@ -107,6 +112,7 @@ mod tests {
         assert!(room.enter("ann", id(2)));
         assert!(!room.enter("ann", id(3)), "a second tab is no newcomer");
         assert_eq!(room.people(), ["ann", "bob"]);
+        assert_eq!(room.connection_count(), 3);
         assert!(room.has("ann", id(3)) && !room.has("ann", id(1)));
         assert_eq!(
             room.connections_of("ann").collect::<Vec<_>>(),

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use serde::Serialize;
 use serde_json::Value;
 use wshub::ConnectionId;
 
@@ -27,6 +28,17 @@ pub(crate) struct Entered {
     pub(crate) people: Vec<String>,
     /// The room's recent messages, oldest first.
     pub(crate) history: Vec<Value>,
+}
+
+/// A room and how many are in it now, for the status page (`status.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Occupancy {
+    /// The room's name, as its visitors typed it: text to escape wherever it is shown.
+    pub(crate) room: String,
+    /// Distinct users in it (one person's tabs count once).
+    pub(crate) people: usize,
+    /// Sockets in it.
+    pub(crate) sockets: usize,
 }
 
 /// The rooms.
@@ -157,6 +169,26 @@ impl Store {
             Self::Redis(shared) => shared.private(room, name, id, to).await,
         }
     }
+
+    /// Every room with how many people and sockets are in it: at most [`MAX_ROOMS`] of them,
+    /// busiest first, then by name.
+    pub(crate) async fn occupancy(&self) -> Result<Vec<Occupancy>, Refusal> {
+        let mut rooms = match self {
+            Self::Memory(rooms) => lock(rooms)
+                .iter()
+                .map(|(name, room)| Occupancy {
+                    room: name.clone(),
+                    people: room.people().len(),
+                    sockets: room.connection_count(),
+                })
+                .collect(),
+            #[cfg(feature = "cluster")]
+            Self::Redis(shared) => shared.occupancy().await?,
+        };
+        rooms.sort_unstable_by(|a, b| b.sockets.cmp(&a.sockets).then_with(|| a.room.cmp(&b.room)));
+        rooms.truncate(MAX_ROOMS);
+        Ok(rooms)
+    }
 }
 
 /// The rooms, locked. A panic elsewhere cannot leave a room half-written: keep serving them.
@@ -185,7 +217,7 @@ pub(crate) mod shared {
     use super::super::line::Line;
     use super::super::room::{HISTORY, HISTORY_BYTES};
     use super::super::{Refusal, MAX_ROOMS};
-    use super::{full, not_in_room, Entered};
+    use super::{full, not_in_room, Entered, Occupancy};
 
     /// How long a Redis call may take.
     const TIMEOUT: Duration = Duration::from_secs(1);
@@ -275,6 +307,25 @@ for _, c in ipairs(mine) do table.insert(result, c) end
 return result
 ";
 
+    /// Every room with its sockets and people. ARGV: prefix, most rooms. Returns
+    /// `{room, sockets, people, room, sockets, people, ...}` for at most that many rooms.
+    const OCCUPANCY: &str = r"
+local prefix, most = ARGV[1], tonumber(ARGV[2])
+local result = {}
+for i, room in ipairs(redis.call('SMEMBERS', prefix .. ':rooms')) do
+  if i > most then break end
+  local names = redis.call('HVALS', prefix .. ':r:' .. room .. ':people')
+  local seen, people = {}, 0
+  for _, n in ipairs(names) do
+    if not seen[n] then seen[n] = true; people = people + 1 end
+  end
+  table.insert(result, room)
+  table.insert(result, tostring(#names))
+  table.insert(result, tostring(people))
+end
+return result
+";
+
     /// The rooms in Redis, and this node's lock that keeps its announcements in order.
     #[derive(Debug)]
     pub(crate) struct Shared {
@@ -289,6 +340,7 @@ return result
         leave: redis::Script,
         remember: redis::Script,
         private: redis::Script,
+        occupancy: redis::Script,
     }
 
     impl Shared {
@@ -301,6 +353,7 @@ return result
                     leave: redis::Script::new(LEAVE),
                     remember: redis::Script::new(REMEMBER),
                     private: redis::Script::new(PRIVATE),
+                    occupancy: redis::Script::new(OCCUPANCY),
                 },
             }
         }
@@ -459,9 +512,65 @@ return result
                 .filter_map(|id| id.parse().ok())
                 .collect())
         }
+
+        pub(crate) async fn occupancy(&self) -> Result<Vec<Occupancy>, Refusal> {
+            let args = vec![PREFIX.to_owned(), MAX_ROOMS.to_string()];
+            let answer = self
+                .run(&self.scripts.occupancy, &args, |answer| answer)
+                .await?;
+            Ok(answer
+                .chunks_exact(3)
+                .map(|room| Occupancy {
+                    room: room[0].clone(),
+                    sockets: room[1].parse().unwrap_or(0),
+                    people: room[2].parse().unwrap_or(0),
+                })
+                .collect())
+        }
     }
 
     fn unavailable() -> Refusal {
         "the chat cannot reach its rooms just now; try again in a moment".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ConnectionId {
+        format!("{n:032x}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn occupancy_counts_people_and_sockets_busiest_room_first() {
+        let store = Store::default();
+        assert_eq!(store.occupancy().await.unwrap(), []);
+        for (room, name, n) in [("beta", "cat", 1), ("alpha", "ann", 2), ("alpha", "ann", 3)] {
+            store.enter(room, name, id(n), |_| {}).await.unwrap();
+        }
+        store.enter("alpha", "bob", id(4), |_| {}).await.unwrap();
+        store.enter("gamma", "dan", id(5), |_| {}).await.unwrap();
+        let occupancy = |room: &str, people, sockets| Occupancy {
+            room: room.to_owned(),
+            people,
+            sockets,
+        };
+        assert_eq!(
+            store.occupancy().await.unwrap(),
+            [
+                occupancy("alpha", 2, 3),
+                occupancy("beta", 1, 1),
+                occupancy("gamma", 1, 1)
+            ]
+        );
+
+        store.leave("alpha", "ann", id(2), |_| {}).await;
+        store.leave("beta", "cat", id(1), |_| {}).await;
+        assert_eq!(
+            store.occupancy().await.unwrap(),
+            [occupancy("alpha", 2, 2), occupancy("gamma", 1, 1)],
+            "an empty room is gone"
+        );
     }
 }
