@@ -10,8 +10,8 @@ use wshub_bench::{burst_envelope, cpu_seconds};
 
 use crate::procs::{number, Env};
 use crate::report::{grouped, median, min_max, percentile};
-use crate::session::{Measured, Session};
-use crate::{Result, BURST, BYTES, IMPLS, LATENCY_EVERY_MS};
+use crate::session::{is_wshub, Measured, Session};
+use crate::{Result, BURST, BURST_SESSIONS, BYTES, LATENCY_EVERY_MS, WSHUB_METRICS};
 
 /// Scenario 1's idle measurement alone (a session that only connects).
 pub(crate) async fn idle(
@@ -27,10 +27,11 @@ pub(crate) async fn idle(
 }
 
 /// Scenarios 2 and 3 with every implementation's server up at once (all pinned to core 0, their
-/// load clients to core 1): the implementations take turns burst by burst, so the machine's
-/// drift, which moves absolute rates by tens of percent within a minute, falls on all of them
-/// alike. `reps` bursts each from Rust after one to warm up, then wshub's bursts through HTTP,
-/// then `latency` isolated publishes each, in turns every 250 ms.
+/// load clients to core 1), wshub twice (without metrics and with, [`WSHUB_METRICS`]): the
+/// servers take turns burst by burst, so the machine's drift, which moves absolute rates by tens
+/// of percent within a minute, falls on all of them alike. `reps` bursts each from Rust after one
+/// to warm up, then the two wshubs' bursts through HTTP, in turns too, then `latency` isolated
+/// publishes each, in turns every 250 ms.
 pub(crate) async fn bursts(
     env: &mut Env,
     connections: usize,
@@ -38,7 +39,7 @@ pub(crate) async fn bursts(
     latency: usize,
 ) -> Result<Vec<(String, Measured)>> {
     let mut sessions = Vec::new();
-    for which in IMPLS {
+    for which in BURST_SESSIONS {
         eprintln!("bench-run: {which}, {connections} connections for bursts");
         match Session::start(env, which, None, connections, &[]).await {
             Ok((session, measured)) => sessions.push((which.to_owned(), session, measured)),
@@ -83,35 +84,41 @@ pub(crate) async fn take_turns(
         let cpu = cpu_seconds(session.server.pid()?).ok_or("no /proc stat")? - before;
         m.rust_cpu_per_1k = cpu / (reps * BURST * session.connections) as f64 * 1000.0;
     }
-    for (which, session, m) in sessions.iter_mut() {
-        if which != "wshub" {
-            continue;
-        }
+    // wshub's publish endpoint, each wshub server (with metrics and without) with a keep-alive
+    // connection from the driver; they take turns burst by burst as above.
+    let publishers: Vec<usize> = (0..sessions.len())
+        .filter(|&i| is_wshub(&sessions[i].0))
+        .collect();
+    let mut connections = Vec::new();
+    for &i in &publishers {
+        let session = &mut sessions[i].1;
         let stream = TcpStream::connect(("127.0.0.1", session.port)).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        let connection = tokio::spawn(connection);
+        connections.push(tokio::spawn(connection));
         session.publisher = Some(sender);
         session.burst_http().await?;
-        let pid = session.server.pid()?;
-        let before = cpu_seconds(pid).ok_or("no /proc stat")?;
-        for _ in 0..reps {
-            m.http.push(session.burst_http().await?);
-            tokio::time::sleep(pause).await;
-        }
-        let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - before;
-        m.http_cpu_per_1k = cpu / (reps * BURST * session.connections) as f64 * 1000.0;
-        let before = cpu_seconds(pid).ok_or("no /proc stat")?;
-        for _ in 0..reps {
-            m.http_array.push(session.burst_http_array().await?);
-            tokio::time::sleep(pause).await;
-        }
-        let cpu = cpu_seconds(pid).ok_or("no /proc stat")? - before;
-        m.http_array_cpu_per_1k = cpu / (reps * BURST * session.connections) as f64 * 1000.0;
-        session.publisher = None;
+        tokio::time::sleep(pause).await;
+    }
+    http_turns(sessions, &publishers, reps, Http::Posts).await?;
+    http_turns(sessions, &publishers, reps, Http::Array).await?;
+    for &i in &publishers {
+        sessions[i].1.publisher = None;
+    }
+    for connection in connections {
         connection.abort();
     }
-    for (_, session, m) in sessions.iter_mut() {
+    for (which, session, m) in sessions.iter_mut() {
         m.rss_after_kib = number(&session.server.ask("rss", "rss").await?, 1)?;
+        if which == WSHUB_METRICS {
+            let scrape = session.server.ask("scrape", "scrape").await?;
+            let (bytes, samples) = (number(&scrape, 1)?, number(&scrape, 2)?);
+            if samples == 0 {
+                return Err(
+                    format!("{which}: its scrape is empty (no recorder installed?)").into(),
+                );
+            }
+            m.scrape = Some((bytes, samples));
+        }
     }
     let mut ticks = tokio::time::interval(Duration::from_millis(LATENCY_EVERY_MS));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,6 +130,50 @@ pub(crate) async fn take_turns(
             if i > 0 {
                 m.latency_ms.push(sample);
             }
+        }
+    }
+    Ok(())
+}
+
+/// A publish path of the endpoint.
+#[derive(Clone, Copy)]
+enum Http {
+    /// BURST POSTs in a row.
+    Posts,
+    /// One POST of an array of BURST envelopes.
+    Array,
+}
+
+/// `reps` bursts through the publish endpoint of each of `publishers` (indices of `sessions`
+/// that have a publish connection), taking turns burst by burst, and their servers' CPU.
+async fn http_turns(
+    sessions: &mut [(String, Session, Measured)],
+    publishers: &[usize],
+    reps: usize,
+    path: Http,
+) -> Result<()> {
+    let pause = Duration::from_millis(100);
+    let mut cpu_before = Vec::new();
+    for &i in publishers {
+        cpu_before.push(cpu_seconds(sessions[i].1.server.pid()?).ok_or("no /proc stat")?);
+    }
+    for _ in 0..reps {
+        for &i in publishers {
+            let (_, session, m) = &mut sessions[i];
+            match path {
+                Http::Posts => m.http.push(session.burst_http().await?),
+                Http::Array => m.http_array.push(session.burst_http_array().await?),
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+    for (&i, before) in publishers.iter().zip(cpu_before) {
+        let (_, session, m) = &mut sessions[i];
+        let cpu = cpu_seconds(session.server.pid()?).ok_or("no /proc stat")? - before;
+        let per_1k = cpu / (reps * BURST * session.connections) as f64 * 1000.0;
+        match path {
+            Http::Posts => m.http_cpu_per_1k = per_1k,
+            Http::Array => m.http_array_cpu_per_1k = per_1k,
         }
     }
     Ok(())
@@ -253,13 +304,15 @@ pub(crate) fn report_bursts(
     let _ = writeln!(
         s,
         "Deliveries per second = {BURST} × connections ÷ (time from the publish to the last frame \
-         received by the load clients); median of {reps} bursts after one to warm up. The three \
-         servers are up at once (each with its own load clients) and take turns burst by burst, so \
-         that the machine's drift falls on all of them alike. From Rust: \
-         the server's control command (`Hub::send` per envelope; the baselines' `try_send` to every \
-         queue). HTTP: {BURST} `POST /api/publish` in a row on one keep-alive connection from the \
-         driver, each waiting for the answer before the next; HTTP, one array: one POST of a JSON \
-         array of the {BURST} envelopes. Target: wshub ≥ 0.9 × tungstenite.\n"
+         received by the load clients); median of {reps} bursts after one to warm up. The servers \
+         are up at once (each with its own load clients) and take turns burst by burst, so that \
+         the machine's drift falls on all of them alike; {WSHUB_METRICS} is a second wshub server \
+         with a metrics recorder installed, its turn right after wshub's (issue 13, below). From \
+         Rust: the server's control command (`Hub::send` per envelope; the baselines' `try_send` \
+         to every queue). HTTP: {BURST} `POST /api/publish` in a row on one keep-alive connection \
+         from the driver, each waiting for the answer before the next; HTTP, one array: one POST \
+         of a JSON array of the {BURST} envelopes; the two wshub servers take turns through HTTP \
+         too. Target: wshub ≥ 0.9 × tungstenite.\n"
     );
     let _ = writeln!(
         s,
@@ -321,5 +374,67 @@ pub(crate) fn report_bursts(
             verdict(array / base_rate >= 0.9),
         );
     }
+    s.push_str(&report_metrics_cost(burst));
     s
+}
+
+/// Issue 13's goal: a burst's deliveries per second with metrics on ÷ off, at least this.
+const METRICS_GOAL: f64 = 0.97;
+
+/// The sentence under scenario 2's table: wshub with metrics ÷ without, by publish path.
+fn report_metrics_cost(burst: &[(String, Measured)]) -> String {
+    let find = |which: &str| burst.iter().find(|(w, _)| w == which).map(|(_, m)| m);
+    let (Some(off), Some(on)) = (find("wshub"), find(WSHUB_METRICS)) else {
+        return String::new();
+    };
+    let verdict = |ratio: f64| {
+        if ratio >= METRICS_GOAL {
+            "met"
+        } else {
+            "**not met**"
+        }
+    };
+    // The ratio of the medians, as the table's figures; and the median of each burst's ratio to
+    // the one without metrics just before it, which the drift between turns moves less.
+    let ratios = |on: &[f64], off: &[f64]| {
+        let paired: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
+        (median(on) / median(off), median(&paired))
+    };
+    let rust = ratios(&on.rust, &off.rust);
+    let http = ratios(&on.http, &off.http);
+    let array = ratios(&on.http_array, &off.http_array);
+    let cpu = (
+        on.rust_cpu_per_1k / off.rust_cpu_per_1k,
+        on.http_cpu_per_1k / off.http_cpu_per_1k,
+        on.http_array_cpu_per_1k / off.http_array_cpu_per_1k,
+    );
+    let (bytes, samples) = on.scrape.unwrap_or_default();
+    format!(
+        "Cost of metrics (issue 13) in this run, metrics on ÷ off: {WSHUB_METRICS} has \
+         Prometheus's exporter (`metrics-exporter-prometheus`, no HTTP listener) installed as the \
+         `metrics` recorder before its hub is built and renders the scrape once a second on its \
+         runtime ({samples} samples, {} after the bursts); wshub has no recorder (the facade's \
+         no-op). **{:.2}** from Rust, {}; through HTTP {:.2} as {BURST} POSTs, {}, {:.2} as one \
+         array, {} (goal ≥ {METRICS_GOAL}). Burst by burst (the median of each burst's ratio to \
+         wshub's just before it): {:.2} from Rust, {:.2} and {:.2} through HTTP. Server CPU per \
+         delivery, on ÷ off, which the machine's drift moves far less than the rates: {:.2} from \
+         Rust, {:.2} and {:.2} through HTTP.\n\n",
+        if bytes >= 1024 {
+            format!("{:.1} KiB", bytes as f64 / 1024.0)
+        } else {
+            format!("{bytes} bytes")
+        },
+        rust.0,
+        verdict(rust.0),
+        http.0,
+        verdict(http.0),
+        array.0,
+        verdict(array.0),
+        rust.1,
+        http.1,
+        array.1,
+        cpu.0,
+        cpu.1,
+        cpu.2,
+    )
 }

@@ -4,7 +4,9 @@
 //! sections of `docs/benchmarks.md`:
 //!
 //! - scenarios 1 (idle capacity), 2 (burst broadcast) and 3 (isolated broadcast latency, in the
-//!   sessions of scenario 2), here;
+//!   sessions of scenario 2), here; scenarios 2 and 3 also run a second wshub server,
+//!   `wshub+metrics`, with Prometheus's exporter installed as the `metrics` recorder
+//!   (`bench-server --metrics`), for issue 13's cost of metrics: on ÷ off in the same run;
 //! - scenario 1 after a 1 MB frame to every idle connection (issue 10), [`large_frame`];
 //! - the read speed of large client messages per read buffer, [`read_speed`];
 //! - scenario 4 (groups and users under an open-loop rate), [`groups`];
@@ -25,7 +27,8 @@
 //! (some scenarios only, for working on one; `1` is scenarios 1-3 with the large frame, `large`
 //! the large frame alone; full size unless `--quick` is given), `--profile FILE` (no report: a
 //! `perf record` of the wshub server during scenario 2's bursts, see `bench/flamegraph.sh`;
-//! `--profile-impl tungstenite` records a baseline instead).
+//! `--profile-impl tungstenite` records a baseline instead, `--profile-impl wshub+metrics` wshub
+//! with metrics).
 //!
 //! The report keeps one section per mode: a quick run replaces the quick section and keeps the
 //! full one, and the other way round; the hand-written notes after them are kept. A run with
@@ -61,6 +64,12 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
 const IMPLS: [&str; 3] = ["wshub", "tungstenite", "raw"];
+/// wshub with Prometheus's exporter installed as the `metrics` recorder (`bench-server
+/// --metrics`); plain `wshub` installs none. Issue 13: the cost of metrics.
+const WSHUB_METRICS: &str = "wshub+metrics";
+/// The sessions of scenarios 2 and 3, in their turn order: wshub with metrics right after wshub
+/// without, so that each pair of their bursts is as close in time as the turns allow.
+const BURST_SESSIONS: [&str; 4] = ["wshub", WSHUB_METRICS, "tungstenite", "raw"];
 /// Extra rows of scenario 1: the tungstenite baseline with smaller read buffers (bytes), to show
 /// what that buffer costs per idle socket.
 const READ_BUFFERS: [usize; 2] = [1024, 256];
@@ -239,8 +248,14 @@ async fn run(mode: Mode, reps: usize, out: &Path, port_base: u16, plan: Plan) ->
     if plan.wants("1") {
         burst = bursts(&mut env, burst_c, reps, latency_n).await?;
         if idle_c == burst_c {
-            // Quick: the burst sessions' idle RSS was read before any burst.
-            idle.extend(burst.iter().cloned());
+            // Quick: the burst sessions' idle RSS was read before any burst (scenario 1 compares
+            // the implementations: without the second wshub).
+            idle.extend(
+                burst
+                    .iter()
+                    .filter(|(which, _)| IMPLS.contains(&which.as_str()))
+                    .cloned(),
+            );
         } else {
             for which in IMPLS {
                 idle.push((

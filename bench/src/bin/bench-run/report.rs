@@ -129,7 +129,10 @@ the same load client: **tungstenite**, a bare tokio-tungstenite fan-out server (
 bounded queue of 1,024 per socket, a shared `Utf8Bytes` frame, batched writes of up to 64 frames \
 per flush, a 4 KiB read buffer; it echoes small text messages, and routes by group and user with \
 a map of queues for scenario 4), and **raw**, the floor (a hand-written handshake, then each \
-envelope encoded once as a whole frame and written straight to the TCP sockets). The load client \
+envelope encoded once as a whole frame and written straight to the TCP sockets). In scenarios 2 \
+and 3, **wshub+metrics** is a second wshub server with Prometheus's exporter installed as the \
+`metrics` recorder and scraped once a second (issue 13: the cost of metrics); every other wshub \
+server installs none. The load client \
 (`bench-load`, one thread per process, at most 10,000 sockets per process) does the handshake by \
 hand and counts frames without copying them; it answers pings. Ratios are taken within one run: \
 the machine is shared and its speed drifts between runs. The hand-written notes after the \

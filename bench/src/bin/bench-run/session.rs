@@ -8,7 +8,7 @@ use hyper::client::conn::http1;
 use wshub_bench::{burst_envelope, unix_ns};
 
 use crate::procs::{number, Env, Proc};
-use crate::{Result, BURST, BYTES, PER_LOAD};
+use crate::{Result, BURST, BYTES, PER_LOAD, WSHUB_METRICS};
 
 /// How long a server is left after its connections are open (or a large frame is delivered)
 /// before its idle memory is read: what the handshakes and writes left behind settles.
@@ -35,6 +35,8 @@ pub(crate) struct Measured {
     pub(crate) http_array_cpu_per_1k: f64,
     /// Scenario 3: publish-to-last-receive latency of each isolated publish, in ms.
     pub(crate) latency_ms: Vec<f64>,
+    /// [`WSHUB_METRICS`]: the size in bytes and the samples of its scrape after the bursts.
+    pub(crate) scrape: Option<(u64, u64)>,
 }
 
 impl Measured {
@@ -76,7 +78,9 @@ impl Session {
     ) -> Result<Self> {
         let port = env.port()?;
         let mut command = env.command(0, "bench-server");
-        command.args(["--impl", which, "--port", &port.to_string()]);
+        command
+            .args(server_args(which))
+            .args(["--port", &port.to_string()]);
         if let Some(bytes) = read_buffer {
             command.args(["--read-buffer", &bytes.to_string()]);
         }
@@ -117,7 +121,7 @@ impl Session {
                 "--connections",
                 &share.to_string(),
             ]);
-            if which == "wshub" {
+            if is_wshub(&which) {
                 // Its first message is `__connected`.
                 command.arg("--hello");
             }
@@ -263,6 +267,21 @@ impl Session {
             load.stop().await;
         }
         self.server.stop().await;
+    }
+}
+
+/// Whether `which` is a wshub server, with or without metrics.
+pub(crate) fn is_wshub(which: &str) -> bool {
+    which == "wshub" || which == WSHUB_METRICS
+}
+
+/// The server's arguments that say what it runs: `--impl which`, or for [`WSHUB_METRICS`],
+/// wshub with `--metrics` (Prometheus's exporter installed).
+fn server_args(which: &str) -> Vec<&str> {
+    if which == WSHUB_METRICS {
+        vec!["--impl", "wshub", "--metrics"]
+    } else {
+        vec!["--impl", which]
     }
 }
 

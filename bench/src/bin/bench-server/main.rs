@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench-server --impl wshub|tungstenite|raw --port P [--read-buffer BYTES] [--redis URL]
-//!              [--ping-interval S] [--max-seconds S]
+//!              [--ping-interval S] [--metrics] [--max-seconds S]
 //! ```
 //!
 //! Listens on 127.0.0.1:P, prints `listening ADDR`, then reads commands on stdin, one a line:
@@ -12,6 +12,7 @@
 //! | `rss` | `rss KIB ANON_KIB`: VmRSS and RssAnon of this process |
 //! | `count` | `count N`: sockets open past the handshake |
 //! | `burst N BYTES` | broadcasts N envelopes of about BYTES to every socket; `burst T0 T1 DELIVERED` (unix ns before the first and after the last send) |
+//! | `scrape` | `scrape BYTES SAMPLES`: the size of a `--metrics` scrape rendered now and its samples (`scrape 0 0` without) |
 //! | `openloop RATE SECONDS GROUPS USERS` | scenario 4: for SECONDS, RATE envelopes a second, each sent when it is due and stamped with that time, alternately to group `g{k % GROUPS}` and user `u{k % USERS}`; `openloop SENT DELIVERED LATE_MS` (the latest any send started after it was due) |
 //! | `quit` | exits |
 //!
@@ -24,6 +25,10 @@
 //! of 25 (and closes a silent one after 2.4 × S instead of 60 s, the same ratio), so that a
 //! scenario can keep the waves of pings to thousands of sockets connected together out of what
 //! it measures.
+//!
+//! `--metrics` (wshub only) installs Prometheus's exporter as the global `metrics` recorder before
+//! the hub is built and renders its scrape once a second ([`exporter`]); without it nothing is
+//! installed (the facade's no-op recorder), as in every other scenario.
 //!
 //! It exits by itself when stdin closes or after `--max-seconds` (default 900).
 //!
@@ -45,6 +50,7 @@
 
 mod app;
 mod baselines;
+mod exporter;
 mod registry;
 
 use std::io;
@@ -55,6 +61,7 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -83,10 +90,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if (args.value("--redis").is_some() || args.value("--ping-interval").is_some())
+    let metrics = args.flag("--metrics");
+    if (args.value("--redis").is_some() || args.value("--ping-interval").is_some() || metrics)
         && which != "wshub"
     {
-        eprintln!("--redis and --ping-interval are for --impl wshub");
+        eprintln!("--redis, --ping-interval and --metrics are for --impl wshub");
         std::process::exit(2);
     }
     let ping_interval = args
@@ -94,6 +102,18 @@ fn main() {
         .map(|_| Duration::from_secs(args.parsed("--ping-interval", 25)));
     // A clustered hub starts its Redis tasks on the runtime it is built in.
     let _entered = runtime.enter();
+    // Before the hub: what it reports goes to the recorder installed when it reports.
+    let scrape = if metrics {
+        match exporter::install() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                eprintln!("bench-server: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
     let server = match which.as_str() {
         "wshub" => match app::hub(args.value("--redis"), ping_interval) {
             Ok(hub) => Server::Wshub(hub),
@@ -113,7 +133,7 @@ fn main() {
     };
     runtime.block_on(async move {
         tokio::select! {
-            r = run(server, port) => if let Err(e) = r {
+            r = run(server, port, scrape) => if let Err(e) = r {
                 eprintln!("bench-server: {e}");
                 std::process::exit(1);
             },
@@ -132,7 +152,7 @@ enum Server {
     Raw(Arc<Registry<Bytes>>),
 }
 
-async fn run(server: Server, port: u16) -> io::Result<()> {
+async fn run(server: Server, port: u16, scrape: Option<PrometheusHandle>) -> io::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening {}", listener.local_addr()?);
     let server = Arc::new(server);
@@ -144,6 +164,7 @@ async fn run(server: Server, port: u16) -> io::Result<()> {
         match words.as_slice() {
             ["rss"] => println!("rss {} {}", rss_kib(), rss_anon_kib()),
             ["count"] => println!("count {}", server.count()),
+            ["scrape"] => println!("{}", exporter::summary(scrape.as_ref())),
             ["burst", n, bytes] => {
                 let (Ok(n), Ok(bytes)) = (n.parse::<usize>(), bytes.parse::<usize>()) else {
                     println!("error bad burst: {line}");
