@@ -173,7 +173,7 @@ impl Store {
     /// Every room with how many people and sockets are in it: at most [`MAX_ROOMS`] of them,
     /// busiest first, then by name.
     pub(crate) async fn occupancy(&self) -> Result<Vec<Occupancy>, Refusal> {
-        let mut rooms = match self {
+        let mut rooms: Vec<Occupancy> = match self {
             Self::Memory(rooms) => lock(rooms)
                 .iter()
                 .map(|(name, room)| Occupancy {
