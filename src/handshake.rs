@@ -54,6 +54,25 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// What kind of refusal it is, for the metrics' `reason` label: a few names an operator can
+    /// alert on, not one per variant.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::MethodNotGet
+            | Self::NotHttp11
+            | Self::NoConnectionUpgrade
+            | Self::Repeated(_)
+            | Self::BadKey
+            | Self::NotUpgradable => "bad_handshake",
+            Self::UnsupportedVersion => "version",
+            Self::ForeignOrigin => "origin",
+            Self::QueryIdTooLong { .. } => "id_too_long",
+            Self::ResolvedIdTooLong { .. } => "identity_error",
+            Self::AtLimit => "at_limit",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
     fn status(self) -> StatusCode {
         match self {
             Self::MethodNotGet
@@ -172,12 +191,13 @@ pub(crate) fn accept<B>(
     let (mut parts, _) = request.into_parts();
     // The upgrade resolves only after the 101 is sent: take it now, await it in the task.
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
-        return Answer::Now(Refusal::NotUpgradable.response());
+        return counted(Refusal::NotUpgradable);
     };
     let permit = match hub.reserve() {
         Ok(permit) => permit,
         Err(Unavailable::AtLimit) => return refused(hub, Refusal::AtLimit),
-        Err(Unavailable::ShuttingDown) => return Answer::Now(Refusal::ShuttingDown.response()),
+        // Every client of a node going away gets one: counted, not logged.
+        Err(Unavailable::ShuttingDown) => return counted(Refusal::ShuttingDown),
     };
     let link = Link {
         call: call(),
@@ -208,11 +228,13 @@ pub(crate) fn accept<B>(
                         (None, None) => start(hub, Ok(identity)),
                         (Some((field, len)), _) => {
                             let refusal = Refusal::ResolvedIdTooLong { field, len, limit };
+                            meters::upgrade_refused(refusal.status().as_u16(), refusal.reason());
                             notice!(hub, Kind::Identity, error, %refusal, "upgrade refused");
                             refusal.response()
                         }
                         (None, Some(problem)) => {
                             let why = "upgrade refused: the identity resolver's data";
+                            meters::upgrade_refused(500, "identity_error");
                             notice!(hub, Kind::Identity, error, problem, why);
                             crate::identity::refuse(
                                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -223,13 +245,13 @@ pub(crate) fn accept<B>(
                     Err(refusal) => match refusal.extensions().get::<CloseAtOnce>() {
                         Some(close) => {
                             let (code, why) = (close.code, "identity resolver refused by closing");
-                            meters::upgrade_refused(code);
+                            meters::upgrade_refused(code, "identity");
                             notice!(hub, Kind::Identity, info, code, why);
                             start(hub, Err(close.clone()))
                         }
                         None => {
                             let status = refusal.status().as_u16();
-                            meters::upgrade_refused(status);
+                            meters::upgrade_refused(status, "identity");
                             notice!(
                                 hub,
                                 Kind::Identity,
@@ -257,8 +279,13 @@ enum Who<'a> {
 /// Refuses an upgrade, and tells the operator within the log's allowance.
 fn refused(hub: &Hub, refusal: Refusal) -> Answer {
     let status = refusal.status().as_u16();
-    meters::upgrade_refused(status);
     notice!(hub, Kind::Upgrade, info, status, %refusal, "upgrade refused");
+    counted(refusal)
+}
+
+/// Refuses an upgrade and counts it.
+fn counted(refusal: Refusal) -> Answer {
+    meters::upgrade_refused(refusal.status().as_u16(), refusal.reason());
     Answer::Now(refusal.response())
 }
 

@@ -53,7 +53,7 @@ fn describe() {
     describe_counter!(
         UPGRADES_REFUSED,
         Unit::Count,
-        "WebSocket upgrades refused, by HTTP status (label `status`)."
+        "WebSocket upgrades refused, by HTTP status (label `status`) and why (label `reason`)."
     );
     describe_counter!(
         MESSAGES_RECEIVED,
@@ -238,9 +238,9 @@ impl Drop for Buffered {
     }
 }
 
-/// An upgrade was refused with `status`.
-pub(crate) fn upgrade_refused(status: u16) {
-    counter!(UPGRADES_REFUSED, "status" => status.to_string()).increment(1);
+/// An upgrade was refused with `status`, for `reason`.
+pub(crate) fn upgrade_refused(status: u16, reason: &'static str) {
+    counter!(UPGRADES_REFUSED, "status" => status.to_string(), "reason" => reason).increment(1);
 }
 
 /// A client's message was refused with `code` (`invalid_envelope`, `forbidden`, `rate_limited`).

@@ -145,13 +145,21 @@ async fn sockets_closes_and_refusals_are_counted() {
         1
     );
 
-    // A refused upgrade by its status.
+    // Refused upgrades by status and reason: a foreign origin, a second Sec-WebSocket-Version.
     let refused = server
         .try_connect("", &[("origin", "https://elsewhere.example")])
         .await;
     assert!(refused.is_err(), "a foreign origin is refused");
     assert_eq!(
-        readings.counter("wshub_upgrades_refused_total{status=403}"),
+        readings.counter("wshub_upgrades_refused_total{status=403,reason=origin}"),
+        1
+    );
+    let broken = server
+        .raw(&server.upgrade_request("Sec-WebSocket-Version: 13\r\n"))
+        .await;
+    assert_eq!(broken.status, 400, "{broken:?}");
+    assert_eq!(
+        readings.counter("wshub_upgrades_refused_total{status=400,reason=bad_handshake}"),
         1
     );
 
