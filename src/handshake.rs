@@ -234,7 +234,10 @@ pub(crate) fn accept<B>(
                         }
                         (None, Some(problem)) => {
                             let why = "upgrade refused: the identity resolver's data";
-                            meters::upgrade_refused(500, "identity_error");
+                            meters::upgrade_refused(
+                                StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
+                                "identity_error",
+                            );
                             notice!(hub, Kind::Identity, error, problem, why);
                             crate::identity::refuse(
                                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -117,7 +117,7 @@ fn describe() {
 }
 
 /// The handles a hub reports through on its busy paths, registered when it is built.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Meters {
     connections: Gauge,
     opened: Counter,
